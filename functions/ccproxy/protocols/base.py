@@ -1,0 +1,209 @@
+"""What a protocol module provides: its routes and its codec.
+
+A codec works in both roles. As the *client* protocol it decodes the client's
+request into the unified form and encodes unified answers (whole, streamed,
+or errors) back. As the *upstream* protocol it encodes a unified request for
+the upstream server and decodes that server's answer (whole or streamed) and
+its errors into the unified form.
+
+Codecs are pure: no I/O, no framework, no AWS. The pipeline does the I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Mapping
+
+from ..errors import ProxyError
+from ..unified import (
+    EmbedRequest,
+    EmbedResponse,
+    Protocol,
+    Request,
+    Response,
+    StreamEvent,
+)
+
+Operation = Literal[
+    "generate",       # chat / messages / generateContent: the main route
+    "count_tokens",
+    "embed",
+    "list_models",
+    "get_model",
+    "local",          # answered by the codec alone (Ollama's /api/version, /api/show)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A client-facing route. `path` is a regular expression matched against
+    the whole path after any group/compat prefix; its named groups (`model`)
+    are handed to the codec. `stream` fixes streaming for routes that imply it
+    (Gemini's :streamGenerateContent). `endpoint` names the route to the
+    codec where one codec serves several (Ollama chat vs generate). `header`
+    is a header the request must carry for the route to apply."""
+
+    method: str
+    path: str
+    operation: Operation
+    stream: bool | None = None
+    endpoint: str = ""
+    header: str | None = None
+
+    def compiled(self) -> re.Pattern[str]:
+        return re.compile(self.path + r"\Z")
+
+
+@dataclass(slots=True)
+class ClientContext:
+    """What the route tells the codec beyond the body."""
+
+    model: str | None = None   # from the path (Gemini)
+    stream: bool | None = None  # from the path (Gemini)
+    endpoint: str = ""          # from the route (Ollama generate)
+
+
+class StreamEncoder(ABC):
+    """Turns unified events into the client protocol's stream bytes.
+
+    `feed` is called once per event and returns what must be written at once
+    (possibly b""). `close` is called once when the upstream stream has ended
+    (after Finish, or after a StreamError) and returns the trailing bytes.
+    A StreamError event must be encoded as the protocol's in-stream error;
+    nothing but `close` follows it.
+    """
+
+    @abstractmethod
+    def feed(self, event: StreamEvent) -> bytes: ...
+
+    @abstractmethod
+    def close(self) -> bytes: ...
+
+
+class StreamDecoder(ABC):
+    """Turns the upstream's raw stream bytes, split anywhere, into unified events.
+
+    `close` is called at EOF; a stream that ended before its protocol's
+    finish marker yields a StreamError (status 502) there.
+    An in-stream error from the upstream becomes a StreamError event.
+    """
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> list[StreamEvent]: ...
+
+    @abstractmethod
+    def close(self) -> list[StreamEvent]: ...
+
+
+class Codec(ABC):
+    protocol: ClassVar[Protocol]
+    routes: ClassVar[tuple[Route, ...]]
+    stream_media_type: ClassVar[str] = "text/event-stream"
+
+    # ------------------------------------------------------------ client side
+
+    @abstractmethod
+    def decode_request(self, body: Any, ctx: ClientContext) -> Request:
+        """The client's request body as a unified Request. Raises ProxyError
+        (400, naming the field and what to fix) on malformed input."""
+
+    @abstractmethod
+    def encode_response(self, response: Response, request: Request) -> dict[str, Any]:
+        """A whole answer in the client's protocol. `request.model` is the
+        model name the client asked for, which the answer reports."""
+
+    @abstractmethod
+    def stream_encoder(self, request: Request) -> StreamEncoder: ...
+
+    @abstractmethod
+    def encode_error(self, error: ProxyError) -> dict[str, Any]:
+        """The error body; the HTTP status is `error.status`."""
+
+    def error_headers(self, error: ProxyError) -> dict[str, str]:
+        headers = {}
+        if error.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(error.retry_after)))
+        return headers
+
+    # ------------------------------------------------------------ upstream side
+
+    @abstractmethod
+    def upstream_path(self, model: str, stream: bool) -> str:
+        """Path (and query) appended to the provider's base_url."""
+
+    @abstractmethod
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        """Headers that authenticate `key` (None: a keyless provider)."""
+
+    @abstractmethod
+    def encode_request(self, request: Request, model: str) -> dict[str, Any]:
+        """The upstream request body for `model`, streaming if request.stream."""
+
+    @abstractmethod
+    def decode_response(self, body: Any) -> Response: ...
+
+    @abstractmethod
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    @abstractmethod
+    def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        """An upstream error answer as a ProxyError keeping `status`; the
+        message is the upstream's own where it has one; retry_after is read
+        from headers (retry-after) or the body (Gemini RetryInfo)."""
+
+    # ------------------------------------------------------------ same protocol
+
+    def passthrough_body(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """The client's body sent unchanged to an upstream of the same
+        protocol, but for the model name."""
+        return {**body, "model": model}
+
+    # ------------------------------------------------------------ models
+
+    @abstractmethod
+    def encode_model_list(self, names: list[str]) -> dict[str, Any]: ...
+
+    def encode_model(self, name: str) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no single-model route")
+
+    def answer_locally(self, endpoint: str, body: Any, names: list[str]) -> dict[str, Any]:
+        raise ProxyError(404, f"no such route: {endpoint}")
+
+    # ------------------------------------------------------------ count tokens
+
+    def decode_count_request(self, body: Any, ctx: ClientContext) -> Request:
+        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
+
+    def encode_count_response(self, tokens: int) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
+
+    def count_path(self, model: str) -> str | None:
+        """The upstream's count-tokens path, or None where the protocol has
+        none (the proxy then estimates)."""
+        return None
+
+    def encode_count_request(self, request: Request, model: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def decode_count_response(self, body: Any) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ embeddings
+
+    def decode_embed_request(self, body: Any, ctx: ClientContext) -> EmbedRequest:
+        raise ProxyError(404, f"{self.protocol} has no embeddings route")
+
+    def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no embeddings route")
+
+    def embed_path(self, model: str) -> str | None:
+        """The upstream's embeddings path, or None where it has none."""
+        return None
+
+    def encode_embed_request(self, request: EmbedRequest, model: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def decode_embed_response(self, body: Any) -> EmbedResponse:
+        raise NotImplementedError

@@ -1,0 +1,103 @@
+"""Small conversions more than one codec needs."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ProxyError
+from ..unified import Image
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], body: Any, what: str = "request") -> M:
+    """Parse `body` with a pydantic wire model; a bad body becomes a 400 whose
+    message names each wrong field and says what it should be."""
+    if not isinstance(body, dict):
+        raise ProxyError(400, f"the {what} body must be a JSON object", kind="invalid_request")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err["loc"]) or what
+            problems.append(f"{where}: {err['msg']}")
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        raise ProxyError(
+            400,
+            "invalid " + what + ": " + "; ".join(problems),
+            kind="invalid_request",
+            param=".".join(str(p) for p in first) or None,
+        ) from None
+
+
+# Effort levels <-> token budgets (protocols.md E.8; a design choice).
+_BUDGET_BY_EFFORT = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 16384,
+    "xhigh": 24576,
+    "max": 32768,
+}
+
+
+def effort_to_budget(effort: str | None) -> int:
+    return _BUDGET_BY_EFFORT.get(effort or "medium", 8192)
+
+
+def budget_to_effort(budget: int | None) -> str:
+    if budget is None:
+        return "medium"
+    if budget <= 2048:
+        return "low"
+    if budget <= 8192:
+        return "medium"
+    return "high"
+
+
+def parse_data_url(url: str) -> Image:
+    """`data:<mime>;base64,<payload>` as an inline image; any other URL as a
+    remote one."""
+    if url.startswith("data:"):
+        header, _, payload = url[5:].partition(",")
+        media_type = header.split(";", 1)[0] or None
+        return Image(media_type=media_type, data=payload)
+    return Image(url=url)
+
+
+def data_url(image: Image) -> str:
+    if image.data is None:
+        return image.url or ""
+    return f"data:{image.media_type or 'image/png'};base64,{image.data}"
+
+
+def estimate_tokens(text: str) -> int:
+    """A careful estimate where an upstream cannot count: about four
+    characters a token for English, more for other scripts."""
+    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
+    other = len(text) - ascii_chars
+    return (ascii_chars + 3) // 4 + other
+
+
+def request_text(request: Any) -> str:
+    """All the text a unified request sends the model, for estimates."""
+    from ..jsonutil import dumps
+    from ..unified import Text, Thinking, ToolCall, ToolResult
+
+    pieces: list[str] = [request.system or ""]
+    for tool in request.tools:
+        pieces.append(tool.name + " " + (tool.description or "") + dumps(tool.parameters))
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, Text):
+                pieces.append(part.text)
+            elif isinstance(part, Thinking):
+                pieces.append(part.text)
+            elif isinstance(part, ToolCall):
+                pieces.append(part.name + dumps(part.arguments))
+            elif isinstance(part, ToolResult):
+                pieces.extend(p.text for p in part.content if isinstance(p, Text))
+    return "\n".join(pieces)

@@ -1,0 +1,388 @@
+"""The unified form every request and answer passes through.
+
+A client request is decoded into `Request`, encoded for the upstream, and the
+upstream's answer comes back as a `Response` (whole) or as a sequence of
+stream events (streamed), which the client's codec encodes in its protocol.
+
+Requests and responses are pydantic models. Stream events are slotted
+dataclasses: there are many of them per answer and they never need validating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Protocol = Literal["openai", "claude", "gemini", "ollama"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- content parts
+
+
+class Text(_Model):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Image(_Model):
+    """An image, inline (base64 `data`) or by `url`."""
+
+    type: Literal["image"] = "image"
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class Thinking(_Model):
+    """Reasoning text. `signature` is only meaningful to the vendor in `origin`.
+
+    A redacted block carries its opaque payload in `signature` with
+    `redacted=True` and no text.
+    """
+
+    type: Literal["thinking"] = "thinking"
+    text: str = ""
+    signature: str | None = None
+    redacted: bool = False
+    origin: Protocol | None = None
+
+
+class ToolCall(_Model):
+    """A call the assistant made. `signature` is a Gemini thought signature."""
+
+    type: Literal["tool_call"] = "tool_call"
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    signature: str | None = None
+    origin: Protocol | None = None
+
+
+class ToolResult(_Model):
+    """The answer to a ToolCall, tied to it by `id`. `name` is the tool's name
+    where the client protocol gives it; codecs that need it (Gemini) recover it
+    from the matching call in history when it is missing."""
+
+    type: Literal["tool_result"] = "tool_result"
+    id: str
+    name: str | None = None
+    content: list[Annotated[Union[Text, Image], Field(discriminator="type")]] = Field(
+        default_factory=list
+    )
+    is_error: bool = False
+
+
+Part = Annotated[Union[Text, Image, Thinking, ToolCall, ToolResult], Field(discriminator="type")]
+
+
+class Message(_Model):
+    role: Literal["user", "assistant"]
+    content: list[Part] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- request
+
+
+class Tool(_Model):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoice(_Model):
+    """auto: the model decides; any: it must call some tool; tool: it must call
+    `name`; none: it must not call tools."""
+
+    mode: Literal["auto", "any", "tool", "none"] = "auto"
+    name: str | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    name: str | None = None
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Reasoning(_Model):
+    """What the client asked of the model's thinking.
+
+    enabled: None means the client said nothing (upstream default).
+    effort: none|minimal|low|medium|high|xhigh|max where the client used levels.
+    budget_tokens: a token budget where the client used one.
+    include_thoughts: whether thinking should be returned to the client.
+    """
+
+    enabled: bool | None = None
+    effort: str | None = None
+    budget_tokens: int | None = None
+    include_thoughts: bool = True
+
+
+class Request(_Model):
+    model: str
+    system: str | None = None
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[Tool] = Field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
+    stream: bool = False
+    # Whether a streamed answer should report usage (OpenAI's
+    # stream_options.include_usage; the other protocols always do).
+    stream_usage: bool = True
+    # Facts about the client's request that only its own codec reads back when
+    # it encodes the answer (for instance Ollama's /api/generate endpoint).
+    client_state: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- response
+
+StopReason = Literal[
+    "end_turn",        # natural end
+    "max_tokens",      # output limit reached
+    "stop_sequence",   # a client stop sequence matched (Response.stop_sequence)
+    "tool_use",        # the turn ends with tool calls
+    "refusal",         # content filter / safety
+    "pause_turn",      # Anthropic server-tool pause
+    "context_window",  # the model's context window is full
+    "other",           # anything else the upstream reported
+]
+
+
+class Usage(_Model):
+    """Token counts. None means "not reported" so partial updates can merge.
+
+    input_tokens is the whole prompt, cached parts included; output_tokens
+    includes reasoning tokens.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    def merged(self, newer: "Usage") -> "Usage":
+        """This usage updated by the fields `newer` reports."""
+        data = self.model_dump()
+        for key, value in newer.model_dump().items():
+            if value is not None:
+                data[key] = value
+        return Usage(**data)
+
+
+class Response(_Model):
+    id: str | None = None
+    model: str | None = None
+    content: list[Annotated[Union[Text, Thinking, ToolCall], Field(discriminator="type")]] = Field(
+        default_factory=list
+    )
+    stop_reason: StopReason = "end_turn"
+    stop_sequence: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+class EmbedRequest(_Model):
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    client_state: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbedResponse(_Model):
+    model: str | None = None
+    vectors: list[list[float]]
+    input_tokens: int | None = None
+
+
+# ---------------------------------------------------------------- stream events
+#
+# An upstream stream decodes into these, in order:
+#   Start, then any of TextDelta / ThinkingDelta / ThinkingSignature /
+#   RedactedThinking / ToolCallStart / ToolCallDelta / ToolCallEnd / UsageUpdate,
+#   then Finish (and possibly more UsageUpdate), or StreamError at any point.
+# Tool calls are numbered by `index` from 0 in order of their ToolCallStart.
+# Every ToolCallStart is followed by its ToolCallEnd before Finish.
+
+
+@dataclass(slots=True)
+class Start:
+    id: str | None = None
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingSignature:
+    """Ends the current thinking block with its signature."""
+
+    signature: str
+    origin: Protocol | None = None
+
+
+@dataclass(slots=True)
+class RedactedThinking:
+    data: str
+
+
+@dataclass(slots=True)
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+    signature: str | None = None  # Gemini thought signature of this call
+    origin: Protocol | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A fragment of the call's arguments as JSON text. A codec whose upstream
+    sends whole arguments emits exactly one delta with the full JSON."""
+
+    index: int
+    arguments: str
+
+
+@dataclass(slots=True)
+class ToolCallEnd:
+    index: int
+
+
+@dataclass(slots=True)
+class UsageUpdate:
+    """Usage so far; fields that are set replace earlier values."""
+
+    usage: Usage
+
+
+@dataclass(slots=True)
+class Finish:
+    stop_reason: StopReason
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class StreamError:
+    error: Any  # a ProxyError; typed loosely to keep this module import-light
+
+
+StreamEvent = Union[
+    Start,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingSignature,
+    RedactedThinking,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    UsageUpdate,
+    Finish,
+    StreamError,
+]
+
+
+@dataclass(slots=True)
+class _OpenCall:
+    id: str
+    name: str
+    signature: str | None
+    origin: Protocol | None
+    arguments: list[str] = field(default_factory=list)
+
+
+class Accumulator:
+    """Folds stream events into a whole Response (for logs, compat mode and
+    clients that asked for a whole answer from a streaming path)."""
+
+    def __init__(self) -> None:
+        self.response = Response()
+        self._calls: dict[int, _OpenCall] = {}
+        self._usage = Usage()
+        self.error: Any = None
+
+    def add(self, event: StreamEvent) -> None:
+        content = self.response.content
+        match event:
+            case Start(id=id_, model=model):
+                self.response.id = id_ or self.response.id
+                self.response.model = model or self.response.model
+            case TextDelta(text=text):
+                if content and isinstance(content[-1], Text):
+                    content[-1].text += text
+                else:
+                    content.append(Text(text=text))
+            case ThinkingDelta(text=text):
+                last = content[-1] if content else None
+                if isinstance(last, Thinking) and not last.redacted and last.signature is None:
+                    last.text += text
+                else:
+                    content.append(Thinking(text=text))
+            case ThinkingSignature(signature=sig, origin=origin):
+                last = content[-1] if content else None
+                if isinstance(last, Thinking) and not last.redacted and last.signature is None:
+                    last.signature, last.origin = sig, origin
+                else:
+                    content.append(Thinking(signature=sig, origin=origin))
+            case RedactedThinking(data=data):
+                content.append(Thinking(signature=data, redacted=True, origin="claude"))
+            case ToolCallStart(index=i, id=id_, name=name, signature=sig, origin=origin):
+                self._calls[i] = _OpenCall(id_, name, sig, origin)
+            case ToolCallDelta(index=i, arguments=args):
+                if i in self._calls:
+                    self._calls[i].arguments.append(args)
+            case ToolCallEnd(index=i):
+                call = self._calls.pop(i, None)
+                if call is not None:
+                    content.append(_finished_call(call))
+            case UsageUpdate(usage=usage):
+                self._usage = self._usage.merged(usage)
+            case Finish(stop_reason=reason, stop_sequence=seq):
+                for i in sorted(self._calls):
+                    content.append(_finished_call(self._calls.pop(i)))
+                self.response.stop_reason = reason
+                self.response.stop_sequence = seq
+            case StreamError(error=err):
+                self.error = err
+        self.response.usage = self._usage
+
+
+def _finished_call(call: _OpenCall) -> ToolCall:
+    from .jsonutil import loads_object
+
+    return ToolCall(
+        id=call.id,
+        name=call.name,
+        arguments=loads_object("".join(call.arguments)),
+        signature=call.signature,
+        origin=call.origin,
+    )
