@@ -43,7 +43,9 @@ class Route:
     are handed to the codec. `stream` fixes streaming for routes that imply it
     (Gemini's :streamGenerateContent). `endpoint` names the route to the
     codec where one codec serves several (Ollama chat vs generate). `header`
-    is a header the request must carry for the route to apply."""
+    is a header the request must carry for the route to apply.
+    `passthrough` is False for routes whose body an upstream of the same
+    protocol cannot take as it is (it must be converted even then)."""
 
     method: str
     path: str
@@ -51,6 +53,7 @@ class Route:
     stream: bool | None = None
     endpoint: str = ""
     header: str | None = None
+    passthrough: bool = True
 
     def compiled(self) -> re.Pattern[str]:
         return re.compile(self.path + r"\Z")

@@ -1,0 +1,167 @@
+"""The Starlette app: every route of CONTRACT.md section 4, under every prefix.
+
+Handlers stay thin: find the route, check the access key, parse the body,
+hand a Call to the Proxy and write its Answer back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route as StarletteRoute
+
+from .config import Config
+from .errors import ProxyError
+from .keys import KeyRing
+from .protocols import CODECS
+from .protocols.base import ClientContext, Codec, Route
+from .proxy import Answer, Call, Proxy
+from .stores.secrets import SecretStore
+
+log = logging.getLogger("ccproxy")
+
+PROTOCOL_ROOTS = frozenset({"v1", "v1beta", "api", "health"})
+COMPAT_SEGMENTS = frozenset({"compat", "compat_mode"})
+
+
+@dataclass(slots=True)
+class Settings:
+    config: Config
+    secrets: SecretStore
+    # True only where nobody but the machine's own user can connect
+    # (a server on loopback): then no access key is needed.
+    open_when_no_keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    group: str
+    compat: bool
+    path: str  # what follows the prefix
+
+
+def split_prefix(path: str, active_group: str) -> Prefix:
+    """`/{group}`, `/compat`, `/compat_mode`, `/{group}/compat[_mode]` and
+    `/switch` (the active group) before a protocol path."""
+    segments = path.split("/")
+    i, group, compat = 1, "default", False
+    if len(segments) > 2 and segments[i] not in PROTOCOL_ROOTS:
+        if segments[i] in COMPAT_SEGMENTS:
+            compat, i = True, i + 1
+        else:
+            group = active_group if segments[i] == "switch" else segments[i]
+            i += 1
+            if len(segments) > i + 1 and segments[i] in COMPAT_SEGMENTS:
+                compat, i = True, i + 1
+    return Prefix(group, compat, "/" + "/".join(segments[i:]))
+
+
+class RouteTable:
+    """Every codec's routes; routes that need a header are tried first, so
+    `GET /v1/models` with `anthropic-version` lists models the Claude way."""
+
+    def __init__(self, codecs: dict[str, Codec]) -> None:
+        entries = [(route, codec, route.compiled()) for codec in codecs.values() for route in codec.routes]
+        entries.sort(key=lambda entry: entry[0].header is None)
+        self._entries: list[tuple[Route, Codec, re.Pattern[str]]] = entries
+
+    def match(self, method: str, path: str, headers: Any) -> tuple[Route, Codec, dict[str, str]] | None:
+        for route, codec, pattern in self._entries:
+            if route.method != method:
+                continue
+            if route.header is not None and route.header not in headers:
+                continue
+            found = pattern.match(path)
+            if found:
+                return route, codec, found.groupdict()
+        return None
+
+
+def presented_key(request: Request) -> str | None:
+    """CONTRACT.md section 5: any one of four places."""
+    headers = request.headers
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query_params.get("key")
+
+
+def create_app(settings: Settings) -> Starlette:
+    keys = KeyRing(settings.config, settings.secrets)
+    proxy = Proxy(settings.config, keys)
+    table = RouteTable(CODECS)
+    fallback = CODECS["openai"]
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def dispatch(request: Request) -> Response:
+        prefix = split_prefix(request.url.path, settings.config.active_group)
+        found = table.match(request.method, prefix.path, request.headers)
+        if found is None:
+            return _error(fallback, ProxyError(404, f"no route for {request.method} {request.url.path}"))
+        route, codec, params = found
+        try:
+            if not keys.check_access(presented_key(request), open_when_empty=settings.open_when_no_keys):
+                raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
+            body = await _json_body(request) if request.method == "POST" else None
+            call = Call(
+                codec=codec,
+                route=route,
+                ctx=ClientContext(model=params.get("model"), stream=route.stream, endpoint=route.endpoint),
+                group=prefix.group,
+                compat_prefix=prefix.compat,
+                body=body,
+                headers=request.headers,
+            )
+            answer = await proxy.handle(call)
+        except ProxyError as error:
+            return _error(codec, error)
+        except Exception:
+            log.exception("unexpected failure on %s %s", request.method, request.url.path)
+            return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
+        return _respond(answer)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        await proxy.http.aclose()
+
+    routes = [
+        StarletteRoute("/health", health, methods=["GET"]),
+        StarletteRoute("/{path:path}", dispatch, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.proxy = proxy
+    return app
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise ProxyError(400, "the request has no body; send a JSON object")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def _error(codec: Codec, error: ProxyError) -> Response:
+    headers = codec.error_headers(error)
+    return JSONResponse(codec.encode_error(error), status_code=error.status, headers=headers)
+
+
+def _respond(answer: Answer) -> Response:
+    if answer.stream is not None:
+        return StreamingResponse(answer.stream, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
+    if answer.raw is not None:
+        return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
+    return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers)

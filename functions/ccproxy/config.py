@@ -1,0 +1,150 @@
+"""The config file: providers, groups of aliases, access keys.
+
+Loading fails fast with a message that names the file and the bad key, so a
+typo is found at startup rather than on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ToolMode = Literal["native", "compat"]
+GroupToolMode = Literal["auto", "native", "compat"]
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Provider(_Strict):
+    protocol: Literal["openai", "claude", "gemini", "ollama"]
+    base_url: str
+    keys: list[str] = Field(default_factory=list)
+    tool_mode: ToolMode = "native"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=600, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class Target(_Strict):
+    """One `provider/model` an alias routes to."""
+
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class Group(_Strict):
+    tool_mode: GroupToolMode = "auto"
+    # Ordered: the first alias glob that matches a client's model wins.
+    models: dict[str, list[Target]] = Field(default_factory=dict)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        parsed: dict[str, list[Target]] = {}
+        for alias, targets in value.items():
+            if isinstance(targets, str):
+                targets = [targets]
+            if not isinstance(targets, list) or not targets:
+                raise ValueError(f"{alias}: give a list of provider/model targets")
+            parsed[str(alias)] = [_parse_target(alias, t) for t in targets]
+        return parsed
+
+
+def _parse_target(alias: str, target: Any) -> Target:
+    if isinstance(target, Target):
+        return target
+    if not isinstance(target, str) or "/" not in target:
+        raise ValueError(f"{alias}: target {target!r} must be provider-id/model")
+    provider, model = target.split("/", 1)
+    if not provider or not model:
+        raise ValueError(f"{alias}: target {target!r} must be provider-id/model")
+    return Target(provider=provider, model=model)
+
+
+class Config(_Strict):
+    providers: dict[str, Provider] = Field(default_factory=dict)
+    groups: dict[str, Group] = Field(default_factory=dict)
+    active_group: str = "default"
+    access_keys: list[str] = Field(default_factory=list)
+
+    def check_references(self) -> None:
+        """Cross-references pydantic cannot see: targets name real providers,
+        active_group names a real group."""
+        for group_name, group in self.groups.items():
+            for alias, targets in group.models.items():
+                for target in targets:
+                    if target.provider not in self.providers:
+                        known = ", ".join(sorted(self.providers)) or "none"
+                        raise ValueError(
+                            f"groups.{group_name}.models.{alias}: unknown provider "
+                            f"{target.provider!r} (providers: {known})"
+                        )
+        if self.groups and self.active_group not in self.groups:
+            raise ValueError(f"active_group: no group named {self.active_group!r}")
+
+
+def resolve_secret(value: str) -> str | None:
+    """A literal key, or `env:NAME` read from the environment (None if unset)."""
+    if value.startswith("env:"):
+        return os.environ.get(value[4:]) or None
+    return value or None
+
+
+def parse(data: Any, source: str) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys")
+    try:
+        config = Config.model_validate(data)
+        config.check_references()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(f"{source}: {where}: {message}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(data, str(path))
+
+
+def default_path() -> Path:
+    """--config's default: $CCPROXY_CONFIG, then ./ccproxy.yaml."""
+    return Path(os.environ.get("CCPROXY_CONFIG") or "ccproxy.yaml")

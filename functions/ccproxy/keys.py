@@ -1,0 +1,63 @@
+"""Provider keys and client access keys, from the config and the secret store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from .config import Config, Provider, resolve_secret
+from .errors import ProxyError
+from .stores.secrets import SecretStore
+
+
+def fingerprint(key: str) -> str:
+    """A short, stable name for a key that reveals nothing of it."""
+    return "k-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class KeyRing:
+    def __init__(self, config: Config, secrets: SecretStore) -> None:
+        self._config = config
+        self._secrets = secrets
+
+    def provider_keys(self, provider_id: str) -> list[str | None]:
+        """The provider's keys: its config `keys` plus the secret's list.
+        A provider configured without any key is keyless: one `None` entry."""
+        provider: Provider = self._config.providers[provider_id]
+        keys = [k for k in (resolve_secret(ref) for ref in provider.keys) if k]
+        for key in self._secrets.get().providers.get(provider_id, []):
+            if key not in keys:
+                keys.append(key)
+        if keys:
+            return keys
+        if provider.keys:
+            missing = ", ".join(ref[4:] for ref in provider.keys if ref.startswith("env:"))
+            hint = f"set {missing}" if missing else "add one to the config"
+            raise ProxyError(
+                500,
+                f"provider {provider_id!r} has no API key: {hint}, or put its keys in the secrets",
+                kind="internal",
+                code="provider_key_missing",
+            )
+        return [None]
+
+    def access_keys(self) -> list[str]:
+        keys = [k for k in (resolve_secret(ref) for ref in self._config.access_keys) if k]
+        keys.extend(self._secrets.get().access_keys)
+        return keys
+
+    def check_access(self, presented: str | None, *, open_when_empty: bool) -> bool:
+        """Whether `presented` is a valid access key. With no access key
+        configured, the answer is `open_when_empty` (true only for a server on
+        loopback). The comparison takes constant time for every configured key,
+        whether or not one matches."""
+        keys = self.access_keys()
+        if not keys:
+            return open_when_empty
+        if not presented:
+            return False
+        given = presented.encode()
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(given, key.encode())
+        return matched

@@ -1,0 +1,91 @@
+"""Joins two codecs: an upstream answer in, the client's answer out.
+
+Pure conversion, no I/O: the caller hands in the upstream's bytes (an async
+iterator of network chunks for streams) and gets the client's bytes back.
+Each upstream chunk is converted and handed on at once; nothing is held but
+what a codec's own state machine must hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable
+
+from .errors import ProxyError
+from .protocols.base import Codec, StreamDecoder, StreamEncoder
+from .unified import Request, StreamError, StreamEvent
+
+Observer = Callable[[StreamEvent], None]
+
+
+def convert_response(upstream: Codec, client: Codec, body: Any, request: Request) -> dict[str, Any]:
+    """A whole upstream answer as the client's whole answer."""
+    return client.encode_response(upstream.decode_response(body), request)
+
+
+async def convert_stream(
+    chunks: AsyncIterator[bytes],
+    decoder: StreamDecoder,
+    encoder: StreamEncoder,
+    observe: Observer | None = None,
+) -> AsyncIterator[bytes]:
+    """The upstream's stream as the client's, chunk by chunk.
+
+    A ProxyError raised while reading (the caller turns transport failures
+    into one) ends the client's stream with its protocol's in-stream error.
+    """
+    try:
+        async for chunk in chunks:
+            out, errored = _convert(decoder.feed(chunk), encoder, observe)
+            if out:
+                yield out
+            if errored:
+                break
+        else:
+            out, _ = _convert(decoder.close(), encoder, observe)
+            if out:
+                yield out
+    except ProxyError as error:
+        event = StreamError(error)
+        if observe is not None:
+            observe(event)
+        yield encoder.feed(event)
+    tail = encoder.close()
+    if tail:
+        yield tail
+
+
+def _convert(
+    events: list[StreamEvent], encoder: StreamEncoder, observe: Observer | None
+) -> tuple[bytes, bool]:
+    """The client's bytes for these events, and whether they ended in an error
+    (after which the upstream is read no further)."""
+    parts = []
+    for event in events:
+        if observe is not None:
+            observe(event)
+        parts.append(encoder.feed(event))
+        if isinstance(event, StreamError):
+            return b"".join(parts), True
+    return b"".join(parts), False
+
+
+async def tap_stream(
+    chunks: AsyncIterator[bytes], decoder: StreamDecoder, observe: Observer
+) -> AsyncIterator[bytes]:
+    """Same protocol on both sides: the upstream's bytes go through untouched,
+    decoded on the side only so usage and the answer can be recorded."""
+    broken = False
+    async for chunk in chunks:
+        yield chunk
+        if not broken:
+            try:
+                for event in decoder.feed(chunk):
+                    observe(event)
+            except ProxyError:
+                broken = True
+    if not broken:
+        try:
+            for event in decoder.close():
+                observe(event)
+        except ProxyError:
+            pass

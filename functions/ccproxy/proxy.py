@@ -1,0 +1,313 @@
+"""The proxy's logic: one client call in, the upstream called, one answer out.
+
+Knows nothing of Starlette or Lambda: handlers hand in a `Call` and get an
+`Answer` (a JSON body, raw bytes, or a stream of bytes) to write back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping
+
+import httpx
+
+from . import routing
+from .config import Config, Provider, Target
+from .errors import ProxyError
+from .keys import KeyRing
+from .pipeline import convert_response, convert_stream, tap_stream
+from .protocols import CODECS
+from .protocols.base import ClientContext, Codec, Route
+from .protocols.common import estimate_tokens, request_text
+from .unified import Accumulator, Image, Request
+from .upstream import UpstreamClient, timeout
+
+log = logging.getLogger("ccproxy")
+
+# Statuses after which the same request may succeed on another key or target.
+RETRYABLE = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 529})
+MAX_INLINED_IMAGE = 20 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Call:
+    codec: Codec
+    route: Route
+    ctx: ClientContext
+    group: str
+    compat_prefix: bool
+    body: Any
+    headers: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int = 200
+    json: Any = None
+    raw: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One upstream the call may go to."""
+
+    target: Target
+    provider_id: str
+    provider: Provider
+    codec: Codec
+    key: str | None
+
+
+def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool:
+    """CONTRACT.md section 4: a group's native or compat wins; under auto, the
+    compat prefix turns it on, else the provider's own tool_mode decides."""
+    if group_mode != "auto":
+        return group_mode == "compat"
+    return compat_prefix or provider.tool_mode == "compat"
+
+
+class Proxy:
+    def __init__(self, config: Config, keys: KeyRing, http: UpstreamClient | None = None) -> None:
+        self.config = config
+        self.keys = keys
+        self.http = http or UpstreamClient()
+        self._turns: dict[str, int] = {}
+
+    async def handle(self, call: Call) -> Answer:
+        operation = call.route.operation
+        if operation == "generate":
+            return await self.generate(call)
+        if operation == "count_tokens":
+            return await self.count_tokens(call)
+        if operation == "embed":
+            return await self.embed(call)
+        names = routing.listed_models(routing.group_named(self.config, call.group))
+        if operation == "list_models":
+            return Answer(json=call.codec.encode_model_list(names))
+        if operation == "get_model":
+            model = call.ctx.model or ""
+            if model not in names:
+                raise ProxyError(404, f"model {model!r} is not an alias of group {call.group!r}", code="model_not_found")
+            return Answer(json=call.codec.encode_model(model))
+        return Answer(json=call.codec.answer_locally(call.route.endpoint, call.body, names))
+
+    # ------------------------------------------------------------ generate
+
+    async def generate(self, call: Call) -> Answer:
+        client = call.codec
+        request = client.decode_request(call.body, call.ctx)
+        resolution = routing.resolve(self.config, call.group, request.model)
+        last_error: ProxyError | None = None
+        for target in resolution.targets:
+            try:
+                attempt = self._attempt(target)
+                compat = use_compat(resolution.group.tool_mode, call.compat_prefix, attempt.provider)
+                passthrough = attempt.codec is client and call.route.passthrough and not compat
+                return await self._generate_once(call, request, attempt, passthrough)
+            except ProxyError as error:
+                if error.status not in RETRYABLE and error.code != "provider_key_missing":
+                    raise
+                log.warning("target %s failed (%s); trying the next one", target, error.status)
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    def _attempt(self, target: Target) -> Attempt:
+        """The target on its provider's next key in turn."""
+        provider = self.config.providers[target.provider]
+        keys = self.keys.provider_keys(target.provider)
+        turn = self._turns.get(target.provider, 0)
+        self._turns[target.provider] = turn + 1
+        key = keys[turn % len(keys)]
+        return Attempt(target, target.provider, provider, CODECS[provider.protocol], key)
+
+    async def _generate_once(self, call: Call, request: Request, attempt: Attempt, passthrough: bool) -> Answer:
+        upstream = attempt.codec
+        model = attempt.target.model
+        if passthrough:
+            body = upstream.passthrough_body(call.body, model)
+        else:
+            if upstream.protocol in ("gemini", "ollama"):
+                await self._inline_remote_images(request)
+            body = upstream.encode_request(request, model)
+        url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
+        response = await self._send(attempt, url, body, call.headers if passthrough else None)
+        if response.status_code >= 400:
+            return await self._upstream_error(response, attempt, passthrough)
+
+        if not request.stream:
+            content = await _read(response)
+            if passthrough:
+                return Answer(raw=content, media_type=response.headers.get("content-type", "application/json"))
+            return Answer(json=convert_response(upstream, call.codec, _parse_json(content), request))
+
+        accumulator = Accumulator()
+        chunks = _iterate(response)
+        if passthrough:
+            stream = tap_stream(chunks, upstream.stream_decoder(), accumulator.add)
+        else:
+            stream = convert_stream(
+                chunks, upstream.stream_decoder(), call.codec.stream_encoder(request), accumulator.add
+            )
+        return Answer(
+            stream=_closing(stream, response),
+            media_type=call.codec.stream_media_type,
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def _send(
+        self, attempt: Attempt, url: str, body: Any, client_headers: Mapping[str, str] | None
+    ) -> httpx.Response:
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        if client_headers is not None and "anthropic-beta" in client_headers:
+            headers["anthropic-beta"] = client_headers["anthropic-beta"]
+        headers.update(attempt.codec.auth_headers(attempt.key))
+        headers.update(attempt.provider.headers)
+        http = self.http.get()
+        request = http.build_request(
+            "POST", url, content=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
+            timeout=timeout(attempt.provider.timeout),
+        )
+        try:
+            return await http.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise ProxyError(504, f"provider {attempt.provider_id!r} did not answer in time", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise ProxyError(
+                502, f"cannot reach provider {attempt.provider_id!r} ({type(exc).__name__})", kind="unavailable"
+            ) from None
+
+    async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool) -> Answer:
+        content = await _read(response)
+        error = attempt.codec.decode_error(response.status_code, content, response.headers)
+        error.status = response.status_code
+        if response.status_code in RETRYABLE:
+            raise error
+        if passthrough:
+            # Same protocol: the upstream's error is already in the client's shape.
+            return Answer(
+                status=response.status_code,
+                raw=content,
+                media_type=response.headers.get("content-type", "application/json"),
+            )
+        raise error
+
+    async def _inline_remote_images(self, request: Request) -> None:
+        """Gemini and Ollama cannot fetch image URLs: fetch them here."""
+        for message in request.messages:
+            for part in message.content:
+                images = [part] if isinstance(part, Image) else [
+                    p for p in getattr(part, "content", []) if isinstance(p, Image)
+                ]
+                for image in images:
+                    if image.data is None and image.url:
+                        await self._inline(image)
+
+    async def _inline(self, image: Image) -> None:
+        import base64
+
+        url = image.url or ""
+        if not url.startswith(("http://", "https://")):
+            raise ProxyError(400, f"image URL {url[:80]!r} is neither http(s) nor a data: URL")
+        try:
+            response = await self.http.get().get(url, timeout=timeout(30))
+        except httpx.HTTPError as exc:
+            raise ProxyError(400, f"cannot fetch image {url[:200]} ({type(exc).__name__})") from None
+        if response.status_code != 200 or len(response.content) > MAX_INLINED_IMAGE:
+            raise ProxyError(400, f"cannot fetch image {url[:200]} (status {response.status_code})")
+        image.data = base64.b64encode(response.content).decode()
+        image.media_type = response.headers.get("content-type", "image/png").split(";")[0]
+        image.url = None
+
+    # ------------------------------------------------------------ count tokens
+
+    async def count_tokens(self, call: Call) -> Answer:
+        client = call.codec
+        request = client.decode_count_request(call.body, call.ctx)
+        resolution = routing.resolve(self.config, call.group, request.model)
+        attempt = self._attempt(resolution.targets[0])
+        upstream = attempt.codec
+        model = attempt.target.model
+        path = upstream.count_path(model)
+        if path is None:
+            return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
+        passthrough = upstream is client and call.route.passthrough
+        body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_count_request(request, model)
+        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
+        content = await _read(response)
+        if response.status_code >= 400:
+            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+        if passthrough:
+            return Answer(raw=content)
+        return Answer(json=client.encode_count_response(upstream.decode_count_response(_parse_json(content))))
+
+    # ------------------------------------------------------------ embeddings
+
+    async def embed(self, call: Call) -> Answer:
+        client = call.codec
+        request = client.decode_embed_request(call.body, call.ctx)
+        resolution = routing.resolve(self.config, call.group, request.model)
+        attempt = self._attempt(resolution.targets[0])
+        upstream = attempt.codec
+        model = attempt.target.model
+        path = upstream.embed_path(model)
+        if path is None:
+            raise ProxyError(
+                400,
+                f"{request.model!r} routes to provider {attempt.provider_id!r}, whose protocol "
+                f"({upstream.protocol}) has no embeddings",
+            )
+        passthrough = upstream is client and call.route.passthrough
+        body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_embed_request(request, model)
+        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
+        content = await _read(response)
+        if response.status_code >= 400:
+            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+        if passthrough:
+            return Answer(raw=content)
+        embedded = upstream.decode_embed_response(_parse_json(content))
+        return Answer(json=client.encode_embed_response(embedded, request))
+
+
+async def _read(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.TimeoutException:
+        raise ProxyError(504, "the upstream stopped answering", kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise ProxyError(502, f"the upstream connection failed ({type(exc).__name__})") from None
+    finally:
+        await response.aclose()
+
+
+def _parse_json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        raise ProxyError(502, f"the upstream answered with something that is not JSON: {content[:200]!r}") from None
+
+
+async def _iterate(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.TimeoutException:
+        raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None
+
+
+async def _closing(stream: AsyncIterator[bytes], response: httpx.Response) -> AsyncIterator[bytes]:
+    """The stream, with the upstream response closed however it ends: at
+    EOF, on error, or when a client that went away cancels it."""
+    try:
+        async for piece in stream:
+            yield piece
+    finally:
+        await response.aclose()
+

@@ -1,0 +1,1 @@
+"""Stores behind small interfaces: each has an embedded and an AWS implementation."""

@@ -1,0 +1,95 @@
+"""The proxy in front of four strict fake upstreams, all on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccproxy.app import Settings, create_app
+from ccproxy.config import parse
+from ccproxy.stores.secrets import NoSecrets
+from tests.fakes import FakeUpstream
+from tests.support.server import BackgroundServer
+
+from .drivers import ACCESS_KEY, DRIVERS
+
+PROTOCOLS = ("openai", "claude", "gemini", "ollama")
+UPSTREAM_KEYS = {
+    "openai": "sk-fake-openai-0123456789",
+    "claude": "sk-ant-fake-0123456789",
+    "gemini": "AIza-fake-0123456789",
+    "ollama": None,
+}
+UPSTREAM_MODELS = {
+    "openai": "gpt-upstream",
+    "claude": "claude-upstream",
+    "gemini": "gemini-upstream",
+    "ollama": "llama-upstream",
+}
+# The path each protocol's base_url ends with (CONTRACT.md section 2), under a
+# prefix of its own so the test also shows that base URL paths are kept.
+BASE_PATHS = {"openai": "/prefix/v1", "claude": "/prefix/v1", "gemini": "/prefix/v1beta", "ollama": "/prefix"}
+
+
+def alias(protocol: str) -> str:
+    """The client-side model name that routes to the `protocol` upstream."""
+    return f"via-{protocol}"
+
+
+def proxy_config(fake_servers: dict[str, str]) -> dict:
+    providers = {}
+    for protocol in PROTOCOLS:
+        provider = {"protocol": protocol, "base_url": fake_servers[protocol] + BASE_PATHS[protocol]}
+        if UPSTREAM_KEYS[protocol]:
+            provider["keys"] = [UPSTREAM_KEYS[protocol]]
+        providers[f"up-{protocol}"] = provider
+    models = {alias(p): [f"up-{p}/{UPSTREAM_MODELS[p]}"] for p in PROTOCOLS}
+    return {
+        "providers": providers,
+        "groups": {
+            "default": {"models": models},
+            "second": {"models": {"only-*": [f"up-openai/{UPSTREAM_MODELS['openai']}"]}},
+        },
+        "active_group": "second",
+        "access_keys": [ACCESS_KEY],
+    }
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Four fakes and the proxy: yields (proxy_url, fakes by protocol)."""
+    fakes, servers = {}, []
+    urls = {}
+    for protocol in PROTOCOLS:
+        fake = FakeUpstream(protocol, key=UPSTREAM_KEYS[protocol])
+        server = BackgroundServer(fake.app).start()
+        fakes[protocol], urls[protocol] = fake, server.url
+        servers.append(server)
+    config = parse(proxy_config(urls), "test-config")
+    proxy = BackgroundServer(create_app(Settings(config=config, secrets=NoSecrets()))).start()
+    servers.append(proxy)
+    yield proxy.url, fakes
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def proxy_url(stack):
+    return stack[0]
+
+
+@pytest.fixture
+def upstreams(stack):
+    _, fakes = stack
+    for fake in fakes.values():
+        fake.reset()
+    yield fakes
+    for protocol, fake in fakes.items():
+        assert fake.violations == [], f"the {protocol} fake rejected what the proxy sent: {fake.violations}"
+
+
+@pytest.fixture
+def driver_for(proxy_url):
+    def make(protocol: str):
+        return DRIVERS[protocol](proxy_url)
+
+    return make

@@ -1,0 +1,62 @@
+from ccproxy.app import split_prefix, presented_key
+from ccproxy.config import parse
+from ccproxy.keys import KeyRing, fingerprint
+from ccproxy.stores.secrets import FileSecretStore, NoSecrets
+
+
+def test_prefixes():
+    p = split_prefix("/v1/chat/completions", "act")
+    assert (p.group, p.compat, p.path) == ("default", False, "/v1/chat/completions")
+    p = split_prefix("/free/v1/messages", "act")
+    assert (p.group, p.compat, p.path) == ("free", False, "/v1/messages")
+    p = split_prefix("/compat/api/chat", "act")
+    assert (p.group, p.compat, p.path) == ("default", True, "/api/chat")
+    p = split_prefix("/compat_mode/v1beta/models/x:generateContent", "act")
+    assert (p.group, p.compat, p.path) == ("default", True, "/v1beta/models/x:generateContent")
+    p = split_prefix("/free/compat_mode/v1/models", "act")
+    assert (p.group, p.compat, p.path) == ("free", True, "/v1/models")
+    p = split_prefix("/switch/v1/models", "act")
+    assert (p.group, p.compat, p.path) == ("act", False, "/v1/models")
+    p = split_prefix("/switch/compat/v1/models", "act")
+    assert (p.group, p.compat, p.path) == ("act", True, "/v1/models")
+
+
+CONFIG = {
+    "providers": {
+        "a": {"protocol": "openai", "base_url": "http://x/v1", "keys": ["literal-1", "env:CCP_T_MISSING"]},
+        "b": {"protocol": "openai", "base_url": "http://x/v1", "keys": ["env:CCP_T_MISSING"]},
+        "c": {"protocol": "ollama", "base_url": "http://x"},
+    },
+    "access_keys": ["env:CCP_T_ACCESS"],
+}
+
+
+def test_provider_keys_merge_config_and_secrets(tmp_path, monkeypatch):
+    from ccproxy.errors import ProxyError
+    import json
+    import pytest
+
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"providers": {"a": ["from-secret"]}, "access_keys": ["ccp-1"]}))
+    ring = KeyRing(parse(CONFIG, "c"), FileSecretStore(secrets_file))
+    assert ring.provider_keys("a") == ["literal-1", "from-secret"]
+    assert ring.provider_keys("c") == [None]
+    with pytest.raises(ProxyError) as caught:
+        ring.provider_keys("b")
+    assert "CCP_T_MISSING" in caught.value.message
+    monkeypatch.setenv("CCP_T_ACCESS", "ccp-env")
+    assert ring.check_access("ccp-env", open_when_empty=False)
+    assert ring.check_access("ccp-1", open_when_empty=False)
+    assert not ring.check_access("ccp-2", open_when_empty=False)
+    assert not ring.check_access(None, open_when_empty=True)
+
+
+def test_no_access_keys_is_open_only_when_allowed():
+    ring = KeyRing(parse({"providers": {}}, "c"), NoSecrets())
+    assert ring.check_access(None, open_when_empty=True)
+    assert not ring.check_access("x", open_when_empty=False)
+
+
+def test_fingerprint_hides_the_key():
+    fp = fingerprint("sk-secret-value")
+    assert "secret" not in fp and fp == fingerprint("sk-secret-value") and fp != fingerprint("sk-other")
