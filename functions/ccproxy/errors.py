@@ -38,6 +38,26 @@ _KIND_BY_STATUS: dict[int, ErrorKind] = {
 }
 
 
+_STATUS_BY_KIND: dict[str, int] = {
+    "invalid_request": 400,
+    "authentication": 401,
+    "permission": 403,
+    "not_found": 404,
+    "request_too_large": 413,
+    "rate_limit": 429,
+    "internal": 500,
+    "unavailable": 503,
+    "timeout": 504,
+    "overloaded": 529,
+}
+
+
+def status_for_kind(kind: str) -> int:
+    """The HTTP status an in-stream error of `kind` would have had, had it
+    come before the stream began."""
+    return _STATUS_BY_KIND.get(kind, 500)
+
+
 def kind_for_status(status: int) -> ErrorKind:
     if status in _KIND_BY_STATUS:
         return _KIND_BY_STATUS[status]

@@ -101,3 +101,95 @@ def request_text(request: Any) -> str:
             elif isinstance(part, ToolResult):
                 pieces.extend(p.text for p in part.content if isinstance(p, Text))
     return "\n".join(pieces)
+
+
+def call_names(messages: list[Any]) -> dict[str, str]:
+    """Tool name by call id, from every assistant call in the history."""
+    from ..unified import ToolCall
+
+    return {
+        part.id: part.name
+        for message in messages
+        if message.role == "assistant"
+        for part in message.content
+        if isinstance(part, ToolCall)
+    }
+
+
+def pair_tool_results(messages: list[Any]) -> None:
+    """Give every ToolResult the id and name of the call it answers.
+
+    Gemini (older models) and Ollama (older servers and clients) send results
+    without ids; they answer the earliest unanswered call of the same name,
+    which is how those protocols pair them themselves.
+    """
+    from ..unified import ToolCall, ToolResult
+
+    unanswered: list[ToolCall] = []
+    for message in messages:
+        for part in message.content:
+            if isinstance(part, ToolCall):
+                unanswered.append(part)
+            elif isinstance(part, ToolResult):
+                match = next((c for c in unanswered if c.id == part.id), None)
+                if match is None:
+                    match = next((c for c in unanswered if part.name and c.name == part.name), None)
+                if match is None and not part.name and unanswered:
+                    match = unanswered[0]
+                if match is not None:
+                    unanswered.remove(match)
+                    part.id = match.id
+                    part.name = part.name or match.name
+                elif not part.id:
+                    from ..ids import new_call_id
+
+                    part.id = new_call_id()
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after` (or OpenAI's `retry-after-ms`)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
+
+
+def sniff_image_type(b64: str) -> str:
+    """The media type of base64 image data, from its first bytes (Ollama
+    sends images without one)."""
+    import base64
+    import binascii
+
+    try:
+        head = base64.b64decode(b64[:24] + "=" * (-len(b64[:24]) % 4))
+    except (binascii.Error, ValueError):
+        return "image/png"
+    for magic, media_type in _MAGIC:
+        if head.startswith(magic):
+            return media_type
+    return "image/png"
+
+
+def text_of(parts: list[Any]) -> str:
+    """The text parts of a content list, joined."""
+    from ..unified import Text
+
+    return "".join(p.text for p in parts if isinstance(p, Text))
+
+
+def now_iso() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,824 @@
+"""Anthropic Messages (protocols.md section B), both as the client's protocol
+and as an upstream's."""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ProxyError, status_for_kind
+from ..framing import SSEDecoder, parse_json_data
+from ..ids import for_anthropic, new_call_id
+from ..jsonutil import dumpb
+from ..unified import (
+    Finish,
+    Image,
+    Message,
+    Reasoning,
+    RedactedThinking,
+    Request,
+    Response,
+    ResponseFormat,
+    Start,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    Text,
+    TextDelta,
+    Thinking,
+    ThinkingDelta,
+    ThinkingSignature,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    ToolChoice,
+    ToolResult,
+    Usage,
+    UsageUpdate,
+)
+from .base import ClientContext, Codec, Route, StreamDecoder, StreamEncoder
+from .common import effort_to_budget, retry_after, validate
+
+log = logging.getLogger("ccproxy")
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 8192
+MIN_THINKING_BUDGET = 1024
+# A Gemini thought signature handed to a Claude client rides in a thinking
+# block's signature, marked so it is recognised when the client sends it back.
+GEMINI_MARK = "gemini:"
+
+# ---------------------------------------------------------------- wire models
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _MessageIn(_Wire):
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class _MessagesRequest(_Wire):
+    model: str
+    max_tokens: int = Field(ge=1)
+    messages: list[_MessageIn]
+    system: str | list[dict[str, Any]] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = None
+    top_k: int | None = None
+    stream: bool | None = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+
+
+class _CountRequest(_MessagesRequest):
+    max_tokens: int | None = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------- mappings
+
+_STOP_FROM_WIRE: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "pause_turn": "pause_turn",
+    "refusal": "refusal",
+    "model_context_window_exceeded": "context_window",
+}
+_STOP_TO_WIRE = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "pause_turn": "pause_turn",
+    "refusal": "refusal",
+    "context_window": "model_context_window_exceeded",
+    "other": "end_turn",
+}
+_ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "request_too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "overloaded": "overloaded_error",
+    "unavailable": "overloaded_error",
+    "timeout": "timeout_error",
+    "internal": "api_error",
+}
+_KIND_BY_TYPE = {
+    "invalid_request_error": "invalid_request",
+    "authentication_error": "authentication",
+    "permission_error": "permission",
+    "not_found_error": "not_found",
+    "request_too_large": "request_too_large",
+    "rate_limit_error": "rate_limit",
+    "overloaded_error": "overloaded",
+    "timeout_error": "timeout",
+    "api_error": "internal",
+}
+
+
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    """Anthropic's input_tokens excludes cached tokens (protocols.md E.3)."""
+    cache_read = usage.cache_read_tokens or 0
+    cache_write = usage.cache_write_tokens or 0
+    return {
+        "input_tokens": max((usage.input_tokens or 0) - cache_read - cache_write, 0),
+        "output_tokens": usage.output_tokens or 0,
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
+    }
+
+
+def _usage_from(raw: dict[str, Any]) -> Usage:
+    cache_read = raw.get("cache_read_input_tokens") or 0
+    cache_write = raw.get("cache_creation_input_tokens") or 0
+    input_tokens = raw.get("input_tokens")
+    return Usage(
+        input_tokens=None if input_tokens is None else input_tokens + cache_read + cache_write,
+        output_tokens=raw.get("output_tokens"),
+        cache_read_tokens=raw.get("cache_read_input_tokens"),
+        cache_write_tokens=raw.get("cache_creation_input_tokens"),
+    )
+
+
+def _signature_out(signature: str | None, origin: str | None) -> str:
+    if not signature:
+        return ""
+    return GEMINI_MARK + signature if origin == "gemini" else signature
+
+
+# ---------------------------------------------------------------- client request decoding
+
+
+def _system_text(system: str | list[dict[str, Any]] | None) -> str | None:
+    if system is None:
+        return None
+    if isinstance(system, str):
+        return system or None
+    return "\n\n".join(b.get("text", "") for b in system if b.get("type") == "text") or None
+
+
+def _image(block: dict[str, Any], where: str) -> Image:
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        return Image(media_type=source.get("media_type"), data=source.get("data"))
+    if source.get("type") == "url":
+        return Image(url=source.get("url"))
+    raise ProxyError(400, f"{where}.source.type: give base64 or url", param=f"{where}.source")
+
+
+def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[Any]:
+    if isinstance(content, str):
+        return [Text(text=content)]
+    parts: list[Any] = []
+    pending_signature: str | None = None
+    for i, block in enumerate(content):
+        here = f"{where}.content.{i}"
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(Text(text=block.get("text", "")))
+        elif kind == "image":
+            parts.append(_image(block, here))
+        elif kind == "tool_use" and role == "assistant":
+            call = ToolCall(id=block["id"], name=block["name"], arguments=block.get("input") or {})
+            if pending_signature is not None:
+                call.signature, call.origin, pending_signature = pending_signature, "gemini", None
+            parts.append(call)
+        elif kind == "tool_result" and role == "user":
+            inner = block.get("content")
+            result_parts = [] if inner is None else _blocks(inner, "user", here)
+            parts.append(
+                ToolResult(
+                    id=block["tool_use_id"],
+                    content=[p for p in result_parts if isinstance(p, (Text, Image))],
+                    is_error=bool(block.get("is_error")),
+                )
+            )
+        elif kind == "thinking":
+            signature = block.get("signature") or None
+            if signature and signature.startswith(GEMINI_MARK):
+                if not block.get("thinking"):
+                    pending_signature = signature[len(GEMINI_MARK):]
+                    continue
+                parts.append(Thinking(text=block.get("thinking", ""), signature=signature[len(GEMINI_MARK):], origin="gemini"))
+            else:
+                parts.append(Thinking(text=block.get("thinking", ""), signature=signature, origin="claude" if signature else None))
+        elif kind == "redacted_thinking":
+            parts.append(Thinking(signature=block.get("data"), redacted=True, origin="claude"))
+        elif kind in ("document", "search_result", "server_tool_use", "web_search_tool_result", "container_upload"):
+            raise ProxyError(400, f"{here}: content blocks of type {kind!r} cannot be converted for this model", param=here)
+        else:
+            raise ProxyError(400, f"{here}.type: {kind!r} is not a content block this proxy understands", param=here)
+    if pending_signature is not None:
+        parts.append(Thinking(signature=pending_signature, origin="gemini"))
+    return parts
+
+
+def _decode_tools(tools: list[dict[str, Any]] | None) -> list[Tool]:
+    out = []
+    for i, tool in enumerate(tools or []):
+        if tool.get("type") not in (None, "custom"):
+            # Server tools (web search, code execution...) exist only on Anthropic's side.
+            log.info("dropping server tool %s: no equivalent outside Anthropic", tool.get("type"))
+            continue
+        if not isinstance(tool.get("name"), str):
+            raise ProxyError(400, f"tools.{i}.name: a tool needs a name", param=f"tools.{i}.name")
+        out.append(Tool(name=tool["name"], description=tool.get("description"),
+                        parameters=tool.get("input_schema") or {"type": "object", "properties": {}}))
+    return out
+
+
+def _decode_tool_choice(choice: dict[str, Any] | None) -> tuple[ToolChoice | None, bool | None]:
+    if not choice:
+        return None, None
+    kind = choice.get("type")
+    if kind not in ("auto", "any", "tool", "none"):
+        raise ProxyError(400, f"tool_choice.type: {kind!r} is not one of auto, any, tool, none", param="tool_choice.type")
+    parallel = False if choice.get("disable_parallel_tool_use") else None
+    return ToolChoice(mode=kind, name=choice.get("name")), parallel
+
+
+def _decode_reasoning(thinking: dict[str, Any] | None, output_config: dict[str, Any] | None) -> Reasoning | None:
+    effort = (output_config or {}).get("effort")
+    if not thinking:
+        return Reasoning(enabled=True, effort=effort) if effort else None
+    kind = thinking.get("type")
+    if kind == "enabled":
+        return Reasoning(enabled=True, budget_tokens=thinking.get("budget_tokens"), effort=effort,
+                         include_thoughts=thinking.get("display") != "omitted")
+    if kind == "adaptive":
+        return Reasoning(enabled=True, effort=effort)
+    return Reasoning(enabled=False)
+
+
+def _decode(wire: _MessagesRequest, stream: bool) -> Request:
+    messages: list[Message] = []
+    for i, message in enumerate(wire.messages):
+        parts = _blocks(message.content, message.role, f"messages.{i}")
+        if messages and messages[-1].role == message.role:
+            messages[-1].content.extend(parts)
+        else:
+            messages.append(Message(role=message.role, content=parts))
+    names = {p.id: p.name for m in messages for p in m.content if isinstance(p, ToolCall)}
+    for message in messages:
+        for part in message.content:
+            if isinstance(part, ToolResult):
+                part.name = names.get(part.id)
+    tool_choice, parallel = _decode_tool_choice(wire.tool_choice)
+    fmt = (wire.output_config or {}).get("format")
+    return Request(
+        model=wire.model,
+        system=_system_text(wire.system),
+        messages=messages,
+        tools=_decode_tools(wire.tools),
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
+        max_tokens=wire.max_tokens,
+        temperature=wire.temperature,
+        top_p=wire.top_p,
+        top_k=wire.top_k,
+        stop=list(wire.stop_sequences or []),
+        response_format=ResponseFormat(type="json_schema", schema=fmt.get("schema")) if isinstance(fmt, dict) else None,
+        reasoning=_decode_reasoning(wire.thinking, wire.output_config),
+        stream=stream,
+    )
+
+
+# ---------------------------------------------------------------- client stream encoder
+
+
+class _Block(enum.Enum):
+    NONE = "none"
+    TEXT = "text"
+    THINKING = "thinking"
+    TOOL = "tool_use"
+
+
+class _EncoderState(enum.Enum):
+    FRESH = "fresh"          # message_start not sent
+    STREAMING = "streaming"  # inside the message
+    ERRORED = "errored"      # an error event ended it
+
+
+class _EventEncoder(StreamEncoder):
+    """Unified events as Anthropic SSE (protocols.md E.10): blocks numbered
+    from 0, each closed before the next opens, usage in message_delta."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.state = _EncoderState.FRESH
+        self.block = _Block.NONE
+        self.next_index = 0
+        self.tool_blocks: dict[int, int] = {}  # unified call index -> block index
+        self.stop: StopReason | None = None
+        self.stop_sequence: str | None = None
+        self.usage = Usage()
+        self.id: str | None = None
+
+    @staticmethod
+    def _event(name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + dumpb(data) + b"\n\n"
+
+    def _start(self) -> bytes:
+        if self.state is not _EncoderState.FRESH:
+            return b""
+        self.state = _EncoderState.STREAMING
+        message = {
+            "id": self.id if self.id and self.id.startswith("msg_") else "msg_" + new_call_id(""),
+            "type": "message",
+            "role": "assistant",
+            "model": self.request.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _usage_json(self.usage),
+        }
+        return self._event("message_start", {"type": "message_start", "message": message})
+
+    def _close_block(self) -> bytes:
+        if self.block is _Block.NONE:
+            return b""
+        self.block = _Block.NONE
+        return self._event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
+
+    def _open_block(self, kind: _Block, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self.block = kind
+        index = self.next_index
+        self.next_index += 1
+        return out + self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+    def _delta(self, delta: dict[str, Any], index: int | None = None) -> bytes:
+        at = self.next_index - 1 if index is None else index
+        return self._event("content_block_delta", {"type": "content_block_delta", "index": at, "delta": delta})
+
+    def _signature_block(self, signature: str) -> bytes:
+        return (
+            self._open_block(_Block.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+            + self._delta({"type": "signature_delta", "signature": signature})
+            + self._close_block()
+        )
+
+    def feed(self, event: StreamEvent) -> bytes:
+        if self.state is _EncoderState.ERRORED:
+            return b""
+        if isinstance(event, Start):
+            self.id = event.id
+            return self._start()
+        if isinstance(event, StreamError):
+            self.state = _EncoderState.ERRORED
+            return self._event("error", _error_body(event.error))
+        out = self._start()
+        match event:
+            case TextDelta(text=text):
+                if not text:
+                    return out
+                if self.block is not _Block.TEXT:
+                    out += self._open_block(_Block.TEXT, {"type": "text", "text": ""})
+                return out + self._delta({"type": "text_delta", "text": text})
+            case ThinkingDelta(text=text):
+                if not text:
+                    return out
+                if self.block is not _Block.THINKING:
+                    out += self._open_block(_Block.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+                return out + self._delta({"type": "thinking_delta", "thinking": text})
+            case ThinkingSignature(signature=signature, origin=origin):
+                if self.block is not _Block.THINKING:
+                    return out + self._signature_block(_signature_out(signature, origin))
+                return out + self._delta({"type": "signature_delta", "signature": _signature_out(signature, origin)}) + self._close_block()
+            case RedactedThinking(data=data):
+                return out + self._open_block(_Block.THINKING, {"type": "redacted_thinking", "data": data}) + self._close_block()
+            case ToolCallStart(index=index, id=call_id, name=name, signature=signature, origin=origin):
+                if signature:
+                    out += self._signature_block(_signature_out(signature, origin))
+                out += self._open_block(_Block.TOOL, {"type": "tool_use", "id": for_anthropic(call_id), "name": name, "input": {}})
+                self.tool_blocks[index] = self.next_index - 1
+                return out
+            case ToolCallDelta(index=index, arguments=arguments):
+                if index not in self.tool_blocks or not arguments:
+                    return out
+                return out + self._delta({"type": "input_json_delta", "partial_json": arguments}, self.tool_blocks[index])
+            case ToolCallEnd(index=index):
+                if self.block is _Block.TOOL and self.tool_blocks.get(index) == self.next_index - 1:
+                    out += self._close_block()
+                return out
+            case UsageUpdate(usage=usage):
+                self.usage = self.usage.merged(usage)
+                return out
+            case Finish(stop_reason=stop, stop_sequence=sequence):
+                self.stop, self.stop_sequence = stop, sequence
+                return out
+        return out
+
+    def close(self) -> bytes:
+        if self.state is _EncoderState.ERRORED:
+            return b""
+        out = self._start() + self._close_block()
+        stop = self.stop or "end_turn"
+        if stop == "end_turn" and self.tool_blocks:
+            stop = "tool_use"
+        delta = {"stop_reason": _STOP_TO_WIRE.get(stop, "end_turn"), "stop_sequence": self.stop_sequence}
+        out += self._event("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage_json(self.usage)})
+        return out + self._event("message_stop", {"type": "message_stop"})
+
+
+def _error_body(error: ProxyError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": _ERROR_TYPES.get(error.kind, "api_error"), "message": error.message}}
+
+
+# ---------------------------------------------------------------- upstream stream decoder
+
+
+class _DecoderState(enum.Enum):
+    WAITING = "waiting"      # before message_start
+    STREAMING = "streaming"  # blocks arriving
+    FINISHED = "finished"    # message_delta with stop_reason seen
+    DONE = "done"            # message_stop or error
+
+
+class _EventDecoder(StreamDecoder):
+    def __init__(self) -> None:
+        self.sse = SSEDecoder()
+        self.state = _DecoderState.WAITING
+        self.blocks: dict[int, tuple[str, int]] = {}  # block index -> (type, call index)
+        self.calls = 0
+        self.raw_usage: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        for sse in self.sse.feed(chunk):
+            self._event(sse.event, sse.data, events)
+        return events
+
+    def close(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        try:
+            for sse in self.sse.close():
+                self._event(sse.event, sse.data, events)
+        except ProxyError:
+            pass  # a record cut off by EOF: reported below as an early end
+        if self.state in (_DecoderState.WAITING, _DecoderState.STREAMING):
+            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
+        return events
+
+    def _usage(self, raw: dict[str, Any] | None) -> UsageUpdate:
+        self.raw_usage.update({k: v for k, v in (raw or {}).items() if isinstance(v, int)})
+        return UsageUpdate(_usage_from(self.raw_usage))
+
+    def _event(self, name: str | None, data: str, events: list[StreamEvent]) -> None:
+        if self.state is _DecoderState.DONE or not data:
+            return
+        body = parse_json_data(data)
+        kind = (body.get("type") if isinstance(body, dict) else None) or name
+        if kind == "message_start":
+            message = body.get("message") or {}
+            events.append(Start(id=message.get("id"), model=message.get("model")))
+            events.append(self._usage(message.get("usage")))
+            self.state = _DecoderState.STREAMING
+        elif kind == "content_block_start":
+            block = body.get("content_block") or {}
+            index = body.get("index", len(self.blocks))
+            block_type = block.get("type")
+            if block_type == "tool_use":
+                call = self.calls
+                self.calls += 1
+                self.blocks[index] = ("tool_use", call)
+                events.append(ToolCallStart(call, block.get("id") or new_call_id("toolu_"), block.get("name", ""), origin="claude"))
+                if block.get("input"):
+                    events.append(ToolCallDelta(call, json.dumps(block["input"])))
+            else:
+                self.blocks[index] = (block_type or "", -1)
+                if block_type == "redacted_thinking":
+                    events.append(RedactedThinking(block.get("data", "")))
+                elif block_type == "text" and block.get("text"):
+                    events.append(TextDelta(block["text"]))
+                elif block_type == "thinking" and block.get("thinking"):
+                    events.append(ThinkingDelta(block["thinking"]))
+        elif kind == "content_block_delta":
+            delta = body.get("delta") or {}
+            block_type, call = self.blocks.get(body.get("index", -1), ("", -1))
+            delta_type = delta.get("type")
+            if delta_type == "text_delta" and delta.get("text"):
+                events.append(TextDelta(delta["text"]))
+            elif delta_type == "thinking_delta" and delta.get("thinking"):
+                events.append(ThinkingDelta(delta["thinking"]))
+            elif delta_type == "signature_delta":
+                events.append(ThinkingSignature(delta.get("signature", ""), origin="claude"))
+            elif delta_type == "input_json_delta" and call >= 0 and delta.get("partial_json"):
+                events.append(ToolCallDelta(call, delta["partial_json"]))
+        elif kind == "content_block_stop":
+            block_type, call = self.blocks.get(body.get("index", -1), ("", -1))
+            if call >= 0:
+                events.append(ToolCallEnd(call))
+        elif kind == "message_delta":
+            delta = body.get("delta") or {}
+            events.append(self._usage(body.get("usage")))
+            if delta.get("stop_reason"):
+                events.append(Finish(_STOP_FROM_WIRE.get(delta["stop_reason"], "other"), delta.get("stop_sequence")))
+                self.state = _DecoderState.FINISHED
+        elif kind == "message_stop":
+            if self.state is not _DecoderState.FINISHED:
+                events.append(Finish("tool_use" if self.calls else "end_turn"))
+            self.state = _DecoderState.DONE
+        elif kind == "error":
+            events.append(StreamError(_in_stream_error(body.get("error") if isinstance(body, dict) else None)))
+            self.state = _DecoderState.DONE
+
+
+def _in_stream_error(error: Any) -> ProxyError:
+    if not isinstance(error, dict):
+        return ProxyError(502, "the upstream stream failed")
+    kind = _KIND_BY_TYPE.get(str(error.get("type")), "internal")
+    return ProxyError(status_for_kind(kind), str(error.get("message") or "upstream error"), kind=kind)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- upstream request encoding
+
+
+def _genuine_thinking(message: Message) -> bool:
+    first = message.content[0] if message.content else None
+    return isinstance(first, Thinking) and first.origin == "claude" and bool(first.signature)
+
+
+def _thinking_allowed(request: Request) -> bool:
+    """Claude requires the last assistant turn that used tools to start with
+    its own signed thinking; history from another vendor cannot, so thinking
+    is turned off for such a request (protocols.md B.2)."""
+    for message in reversed(request.messages):
+        if message.role == "assistant":
+            if any(isinstance(p, ToolCall) for p in message.content):
+                return _genuine_thinking(message)
+            return True
+    return True
+
+
+def _content(message: Message, keep_thinking: bool) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, Text):
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, Image):
+            blocks.append(_image_block(part))
+        elif isinstance(part, ToolCall):
+            blocks.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
+        elif isinstance(part, ToolResult):
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": for_anthropic(part.id)}
+            inner = [{"type": "text", "text": p.text} if isinstance(p, Text) else _image_block(p)
+                     for p in part.content if not (isinstance(p, Text) and not p.text)]
+            if inner:
+                only_text = all(b["type"] == "text" for b in inner)
+                result["content"] = "".join(b["text"] for b in inner) if only_text else inner
+            if part.is_error:
+                result["is_error"] = True
+            blocks.append(result)
+        elif isinstance(part, Thinking) and keep_thinking and part.origin == "claude" and part.signature:
+            if part.redacted:
+                blocks.append({"type": "redacted_thinking", "data": part.signature})
+            else:
+                blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
+    if message.role == "user":
+        blocks.sort(key=lambda b: b["type"] != "tool_result")
+    return blocks
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    if image.data is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": image.media_type or "image/png", "data": image.data}}
+    return {"type": "image", "source": {"type": "url", "url": image.url or ""}}
+
+
+def _messages(request: Request, keep_thinking: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in request.messages:
+        blocks = _content(message, keep_thinking)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == message.role:
+            out[-1]["content"].extend(blocks)
+            if message.role == "user":
+                out[-1]["content"].sort(key=lambda b: b["type"] != "tool_result")
+        else:
+            out.append({"role": message.role, "content": blocks})
+    if out and out[0]["role"] != "user":
+        out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
+    return out
+
+
+def _tools_and_choice(request: Request, thinking: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if not request.tools:
+        return body
+    body["tools"] = [
+        {"name": t.name, "description": t.description or "", "input_schema": _object_schema(t.parameters)}
+        for t in request.tools
+    ]
+    choice = request.tool_choice
+    wire: dict[str, Any] | None = None
+    if choice is not None:
+        if choice.mode == "tool":
+            wire = {"type": "tool", "name": choice.name}
+        else:
+            wire = {"type": choice.mode}
+    if request.parallel_tool_calls is False and (wire is None or wire["type"] != "none"):
+        wire = wire or {"type": "auto"}
+        wire["disable_parallel_tool_use"] = True
+    if wire is not None:
+        body["tool_choice"] = wire
+    return body
+
+
+def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    if schema.get("type") == "object":
+        return schema
+    return {"type": "object", "properties": schema.get("properties", {}), **{k: v for k, v in schema.items() if k not in ("type", "properties")}}
+
+
+# ---------------------------------------------------------------- the codec
+
+
+class ClaudeCodec(Codec):
+    protocol = "claude"
+    routes = (
+        Route("POST", r"/v1/messages", "generate"),
+        Route("POST", r"/v1/messages/count_tokens", "count_tokens"),
+        Route("GET", r"/v1/models", "list_models", header="anthropic-version"),
+        Route("GET", r"/v1/models/(?P<model>.+)", "get_model", header="anthropic-version"),
+    )
+
+    # ------------------------------------------------------------ client side
+
+    def decode_request(self, body: Any, ctx: ClientContext) -> Request:
+        wire = validate(_MessagesRequest, body)
+        return _decode(wire, bool(wire.stream))
+
+    def encode_response(self, response: Response, request: Request) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        for part in response.content:
+            if isinstance(part, Text):
+                if part.text:
+                    content.append({"type": "text", "text": part.text})
+            elif isinstance(part, Thinking):
+                if part.redacted:
+                    content.append({"type": "redacted_thinking", "data": part.signature or ""})
+                else:
+                    content.append({"type": "thinking", "thinking": part.text,
+                                    "signature": _signature_out(part.signature, part.origin)})
+            elif isinstance(part, ToolCall):
+                if part.signature:
+                    content.append({"type": "thinking", "thinking": "",
+                                    "signature": _signature_out(part.signature, part.origin)})
+                content.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
+        stop = response.stop_reason
+        if stop == "end_turn" and any(isinstance(p, ToolCall) for p in response.content):
+            stop = "tool_use"
+        response_id = response.id if response.id and response.id.startswith("msg_") else "msg_" + new_call_id("")
+        return {
+            "id": response_id,
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": content,
+            "stop_reason": _STOP_TO_WIRE.get(stop, "end_turn"),
+            "stop_sequence": response.stop_sequence,
+            "usage": _usage_json(response.usage),
+        }
+
+    def stream_encoder(self, request: Request) -> StreamEncoder:
+        return _EventEncoder(request)
+
+    def encode_error(self, error: ProxyError) -> dict[str, Any]:
+        return _error_body(error)
+
+    # ------------------------------------------------------------ upstream side
+
+    def upstream_path(self, model: str, stream: bool) -> str:
+        return "/messages"
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    def encode_request(self, request: Request, model: str) -> dict[str, Any]:
+        reasoning = request.reasoning
+        forced_tool = request.tool_choice is not None and request.tool_choice.mode in ("any", "tool")
+        thinking = bool(reasoning and reasoning.enabled) and _thinking_allowed(request) and not forced_tool
+        body: dict[str, Any] = {"model": model, "messages": _messages(request, keep_thinking=thinking)}
+        max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
+        system = request.system
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_object":
+            note = "Answer with one JSON object and nothing else."
+            system = f"{system}\n\n{note}" if system else note
+        if system:
+            body["system"] = system
+        if thinking:
+            assert reasoning is not None
+            budget = max(reasoning.budget_tokens or effort_to_budget(reasoning.effort), MIN_THINKING_BUDGET)
+            if budget >= max_tokens:
+                if request.max_tokens and request.max_tokens > MIN_THINKING_BUDGET:
+                    budget = request.max_tokens - 1
+                else:
+                    max_tokens = budget + DEFAULT_MAX_TOKENS
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        elif reasoning is not None and reasoning.enabled is False:
+            body["thinking"] = {"type": "disabled"}
+        body["max_tokens"] = max_tokens
+        if request.temperature is not None and not thinking:
+            body["temperature"] = min(max(request.temperature, 0.0), 1.0)
+        if request.top_p is not None:
+            body["top_p"] = max(request.top_p, 0.95) if thinking else request.top_p
+        if request.top_k is not None and not thinking:
+            body["top_k"] = request.top_k
+        if request.stop:
+            body["stop_sequences"] = request.stop
+        body.update(_tools_and_choice(request, thinking))
+        if fmt is not None and fmt.type == "json_schema" and fmt.schema_:
+            body["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema_}}
+        if request.stream:
+            body["stream"] = True
+        return body
+
+    def decode_response(self, body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+            raise ProxyError(502, "the upstream answer has no content")
+        content: list[Any] = []
+        for block in body["content"]:
+            kind = block.get("type")
+            if kind == "text":
+                content.append(Text(text=block.get("text", "")))
+            elif kind == "thinking":
+                content.append(Thinking(text=block.get("thinking", ""), signature=block.get("signature"), origin="claude"))
+            elif kind == "redacted_thinking":
+                content.append(Thinking(signature=block.get("data"), redacted=True, origin="claude"))
+            elif kind == "tool_use":
+                content.append(ToolCall(id=block.get("id") or new_call_id("toolu_"), name=block.get("name", ""),
+                                        arguments=block.get("input") or {}, origin="claude"))
+        return Response(
+            id=body.get("id"),
+            model=body.get("model"),
+            content=content,
+            stop_reason=_STOP_FROM_WIRE.get(body.get("stop_reason") or "end_turn", "other"),
+            stop_sequence=body.get("stop_sequence"),
+            usage=_usage_from(body.get("usage") or {}),
+        )
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _EventDecoder()
+
+    def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+        message = f"upstream error {status}"
+        try:
+            parsed = json.loads(body)
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            if isinstance(error, dict) and error.get("message"):
+                message = str(error["message"])
+        except ValueError:
+            if body:
+                message = body[:500].decode("utf-8", "replace")
+        return ProxyError(status, message, retry_after=retry_after(headers))
+
+    # ------------------------------------------------------------ models
+
+    def encode_model_list(self, names: list[str]) -> dict[str, Any]:
+        data = [self.encode_model(name) for name in names]
+        return {"data": data, "has_more": False, "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None}
+
+    def encode_model(self, name: str) -> dict[str, Any]:
+        return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+
+    # ------------------------------------------------------------ count tokens
+
+    def decode_count_request(self, body: Any, ctx: ClientContext) -> Request:
+        return _decode(validate(_CountRequest, body), stream=False)
+
+    def encode_count_response(self, tokens: int) -> dict[str, Any]:
+        return {"input_tokens": tokens}
+
+    def count_path(self, model: str) -> str | None:
+        return "/messages/count_tokens"
+
+    def encode_count_request(self, request: Request, model: str) -> dict[str, Any]:
+        body = self.encode_request(request.model_copy(update={"stream": False}), model)
+        return {k: v for k, v in body.items() if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")}
+
+    def decode_count_response(self, body: Any) -> int:
+        return int(body.get("input_tokens", 0))
