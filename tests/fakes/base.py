@@ -181,13 +181,14 @@ class Dialect(ABC):
     def stream_error(self, message: str) -> bytes:
         """The protocol's in-stream error record."""
 
-    @abstractmethod
     def count_tokens(self, ctx: Context) -> Any:
-        """The answer to a token-count request."""
+        """The answer to a token-count request (only reached when `match`
+        returns a "count" endpoint, so dialects without one need not override)."""
+        raise NotImplementedError(f"{self.name} has no token-count route")
 
-    @abstractmethod
     def embed(self, ctx: Context) -> Any:
-        """The answer to an embedding request."""
+        """The answer to an embedding request (likewise only for "embed" routes)."""
+        raise NotImplementedError(f"{self.name} has no embedding route")
 
     def error_headers(self, kind: ErrorKind, **extra: Any) -> dict[str, str]:
         """Headers for an error answer; rate limits carry retry-after."""
@@ -238,6 +239,11 @@ class FakeUpstream:
             raise TypeError("script() needs at least one scenario name")
         self._queue.extend(Scenario.make(name, **kwargs) for name in names)
         return self
+
+    @property
+    def queued(self) -> list[str]:
+        """Names of the scenarios still waiting, next first."""
+        return [s.name for s in self._queue]
 
     @property
     def last(self) -> Recorded:

@@ -444,6 +444,3 @@ class ClaudeDialect(Dialect):
 
     def count_tokens(self, ctx: Context) -> Any:
         return {"input_tokens": COUNT_TOKENS}
-
-    def embed(self, ctx: Context) -> Any:  # pragma: no cover - no such route
-        raise NotImplementedError

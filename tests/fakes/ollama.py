@@ -267,9 +267,6 @@ class OllamaDialect(Dialect):
     def stream_error(self, message: str) -> bytes:
         return record({"error": message})
 
-    def count_tokens(self, ctx: Context) -> Any:  # pragma: no cover - no such route
-        raise NotImplementedError
-
     def embed(self, ctx: Context) -> Any:
         value = ctx.body["input"]
         count = 1 if isinstance(value, str) else len(value)

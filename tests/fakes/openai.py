@@ -443,9 +443,6 @@ class OpenAIDialect(Dialect):
     def stream_error(self, message: str) -> bytes:
         return record({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
-    def count_tokens(self, ctx: Context) -> Any:  # pragma: no cover - no such route
-        raise NotImplementedError
-
     def embed(self, ctx: Context) -> Any:
         value = ctx.body["input"]
         count = 1 if isinstance(value, str) or (value and is_int(value[0])) else len(value)

@@ -316,3 +316,34 @@ def test_gemini_retry_info_and_daily_quota_are_read():
     )
     error = gemini.decode_error(429, body, {})
     assert (error.status, error.retry_after, error.code, error.message) == (429, 41.0, "quota_per_day", "quota")
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_images_inline_and_by_url_in_each_upstream_shape():
+    request = from_openai({
+        "model": "a",
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        ]}],
+    })
+    to_claude = claude.encode_request(request, "c")["messages"][0]["content"]
+    assert to_claude[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    assert to_claude[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+    to_gemini = gemini.encode_request(request, "g")["contents"][0]["parts"]
+    assert to_gemini[1] == {"inlineData": {"mimeType": "image/png", "data": PNG}}
+    to_ollama = ollama.encode_request(request, "o")["messages"][0]
+    assert to_ollama["images"] == [PNG] and to_ollama["content"] == "what is this?"
+    back = openai.encode_request(claude.decode_request(
+        {"model": "a", "max_tokens": 5, "messages": [{"role": "user", "content": to_claude}]}, ClientContext()), "o")
+    assert back["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+
+
+def test_ollama_images_get_their_media_type_from_their_bytes():
+    request = ollama.decode_request(
+        {"model": "m", "messages": [{"role": "user", "content": "look", "images": [PNG]}]}, ClientContext(endpoint="chat"))
+    sent = claude.encode_request(request, "c")["messages"][0]["content"]
+    assert sent[1]["source"]["media_type"] == "image/png"

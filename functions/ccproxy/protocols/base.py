@@ -36,6 +36,9 @@ Operation = Literal[
 ]
 
 
+_PERMANENT = frozenset({400, 401, 403, 404, 413, 422})
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A client-facing route. `path` is a regular expression matched against
@@ -128,6 +131,10 @@ class Codec(ABC):
         headers = {}
         if error.retry_after is not None:
             headers["retry-after"] = str(max(1, round(error.retry_after)))
+        if error.status in _PERMANENT or error.code == "provider_key_missing":
+            # The OpenAI and Anthropic SDKs retry 5xx and some 4xx by default;
+            # this tells them a retry cannot help (protocols.md E.11).
+            headers["x-should-retry"] = "false"
         return headers
 
     # ------------------------------------------------------------ upstream side

@@ -648,6 +648,13 @@ def _generation_config(request: Request) -> dict[str, Any]:
     return config
 
 
+def _embed_text(request: Any, where: str) -> str:
+    content = request.get("content") if isinstance(request, dict) else None
+    if not isinstance(content, dict):
+        raise _bad(f"{where}.content: give the content to embed, with text parts", f"{where}.content")
+    return "".join(p.get("text", "") for p in content.get("parts") or [] if isinstance(p, dict))
+
+
 # ---------------------------------------------------------------- the codec
 
 _MODEL = r"(?:v1|v1beta)/models/(?P<model>[^/:]+)"
@@ -660,8 +667,12 @@ class GeminiCodec(Codec):
         Route("POST", rf"/{_MODEL}:streamGenerateContent", "generate", stream=True),
         Route("POST", rf"/{_MODEL}:countTokens", "count_tokens"),
         Route("POST", rf"/{_MODEL}:embedContent", "embed"),
-        Route("GET", r"/(?:v1|v1beta)/models", "list_models"),
-        Route("GET", rf"/{_MODEL}", "get_model"),
+        Route("POST", rf"/{_MODEL}:batchEmbedContents", "embed", endpoint="batch"),
+        Route("GET", r"/v1beta/models", "list_models"),
+        Route("GET", r"/v1beta/models/(?P<model>[^/:]+)", "get_model"),
+        # /v1/models is OpenAI's too: the Gemini SDK is told apart by its key header.
+        Route("GET", r"/v1/models", "list_models", header="x-goog-api-key"),
+        Route("GET", r"/v1/models/(?P<model>[^/:]+)", "get_model", header="x-goog-api-key"),
     )
 
     # ------------------------------------------------------------ client side
@@ -818,13 +829,22 @@ class GeminiCodec(Codec):
     # ------------------------------------------------------------ embeddings
 
     def decode_embed_request(self, body: Any, ctx: ClientContext) -> EmbedRequest:
-        content = body.get("content") if isinstance(body, dict) else None
-        if not isinstance(content, dict):
-            raise _bad("content: give the content to embed, with text parts", "content")
-        text = "".join(p.get("text", "") for p in content.get("parts") or [] if isinstance(p, dict))
-        return EmbedRequest(model=ctx.model or "", inputs=[text], dimensions=_get(body, "outputDimensionality"))
+        if not isinstance(body, dict):
+            raise _bad("the request body must be a JSON object")
+        if ctx.endpoint == "batch":
+            requests = body.get("requests")
+            if not isinstance(requests, list) or not requests:
+                raise _bad("requests: give a list of embedContent requests", "requests")
+            inputs = [_embed_text(r, f"requests[{i}]") for i, r in enumerate(requests)]
+            dimensions = _get(requests[0], "outputDimensionality")
+        else:
+            inputs, dimensions = [_embed_text(body, "request")], _get(body, "outputDimensionality")
+        return EmbedRequest(model=ctx.model or "", inputs=inputs, dimensions=dimensions,
+                            client_state={"batch": ctx.endpoint == "batch"})
 
     def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
+        if request.client_state.get("batch"):
+            return {"embeddings": [{"values": v} for v in response.vectors]}
         return {"embedding": {"values": response.vectors[0] if response.vectors else []}}
 
     def embed_path(self, model: str) -> str | None:

@@ -1,0 +1,223 @@
+"""The rest of the contract's routes: model listings, count_tokens,
+embeddings, prefixes and groups, auth and the proxy's own errors, each in the
+client protocol's own shape and through the official SDKs where they have a
+call for it."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import ollama
+import openai
+import pytest
+from google import genai
+from google.genai import types as gtypes
+
+from tests.fakes import scenarios
+
+from .conftest import UPSTREAM_KEYS, alias
+from .drivers import ACCESS_KEY, QUESTION
+
+ALIASES = ["via-openai", "via-claude", "via-gemini", "via-ollama"]
+
+
+def test_openai_lists_the_groups_aliases(proxy_url):
+    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    assert [m.id for m in client.models.list()] == ALIASES
+    assert client.models.retrieve("via-gemini").id == "via-gemini"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nothing-like-it")
+
+
+def test_claude_lists_models_when_the_request_carries_anthropic_version(proxy_url):
+    client = anthropic.Anthropic(base_url=proxy_url, api_key=ACCESS_KEY, max_retries=0)
+    assert [m.id for m in client.models.list()] == ALIASES
+    assert client.models.retrieve("via-ollama").id == "via-ollama"
+
+
+@pytest.mark.parametrize("version", ["v1beta", "v1"])
+def test_gemini_lists_models_under_both_versions(proxy_url, version):
+    client = genai.Client(api_key=ACCESS_KEY, http_options=gtypes.HttpOptions(base_url=proxy_url, api_version=version))
+    names = [m.name for m in client.models.list()]
+    assert names == [f"models/{a}" for a in ALIASES]
+
+
+def test_ollama_tags_show_and_version(proxy_url):
+    client = ollama.Client(host=proxy_url, headers={"Authorization": f"Bearer {ACCESS_KEY}"})
+    assert [m.model for m in client.list().models] == ALIASES
+    shown = client.show("via-claude")
+    assert "tools" in (shown.capabilities or [])
+    version = httpx.get(proxy_url + "/api/version", headers={"Authorization": f"Bearer {ACCESS_KEY}"}).json()
+    assert version["version"]
+
+
+def test_group_prefix_switch_and_group_at_alias(proxy_url, upstreams):
+    headers = {"Authorization": f"Bearer {ACCESS_KEY}"}
+    # /second and /switch (active_group: second) list the second group's aliases.
+    for prefix in ("/second", "/switch", "/second/compat"):
+        listed = httpx.get(proxy_url + prefix + "/v1/models", headers=headers).json()
+        assert [m["id"] for m in listed["data"]] == ["only-*"], prefix
+    client = openai.OpenAI(base_url=proxy_url + "/switch/v1", api_key=ACCESS_KEY, max_retries=0)
+    upstreams["openai"].script("text")
+    answer = client.chat.completions.create(model="only-this", messages=[{"role": "user", "content": QUESTION}])
+    assert answer.choices[0].message.content == scenarios.TEXT
+    # group@alias picks the group whatever the prefix says.
+    upstreams["claude"].script("text")
+    default = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    answer = default.chat.completions.create(model="default@via-claude", messages=[{"role": "user", "content": QUESTION}])
+    assert answer.choices[0].message.content == scenarios.TEXT
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="via-claude", messages=[{"role": "user", "content": QUESTION}])
+    assert "only-*" in caught.value.message
+
+
+def test_claude_count_tokens_uses_the_upstreams_count_or_an_estimate(proxy_url, upstreams):
+    client = anthropic.Anthropic(base_url=proxy_url, api_key=ACCESS_KEY, max_retries=0)
+    messages = [{"role": "user", "content": QUESTION}]
+    assert client.messages.count_tokens(model=alias("claude"), messages=messages).input_tokens == scenarios.COUNT_TOKENS
+    assert upstreams["claude"].last.path.endswith("/messages/count_tokens")
+    assert client.messages.count_tokens(model=alias("gemini"), messages=messages).input_tokens == scenarios.COUNT_TOKENS
+    assert upstreams["gemini"].last.path.endswith(":countTokens")
+    # OpenAI and Ollama cannot count: a careful estimate, never zero.
+    estimate = client.messages.count_tokens(model=alias("openai"), messages=messages).input_tokens
+    assert 0 < estimate < 50
+    assert upstreams["openai"].requests == []
+
+
+def test_gemini_count_tokens(proxy_url, upstreams):
+    client = genai.Client(api_key=ACCESS_KEY, http_options=gtypes.HttpOptions(base_url=proxy_url, api_version="v1beta"))
+    assert client.models.count_tokens(model=alias("claude"), contents=QUESTION).total_tokens == scenarios.COUNT_TOKENS
+    assert client.models.count_tokens(model=alias("gemini"), contents=QUESTION).total_tokens == scenarios.COUNT_TOKENS
+
+
+@pytest.mark.parametrize("upstream", ["openai", "gemini", "ollama"])
+def test_embeddings_between_the_protocols_that_have_them(proxy_url, upstreams, upstream):
+    oa = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    vectors = oa.embeddings.create(model=alias(upstream), input=["one", "two"]).data
+    assert [list(v.embedding) == pytest.approx(scenarios.EMBEDDING) for v in vectors] == [True, True]
+    ol = ollama.Client(host=proxy_url, headers={"Authorization": f"Bearer {ACCESS_KEY}"})
+    assert ol.embed(model=alias(upstream), input="one").embeddings[0] == pytest.approx(scenarios.EMBEDDING)
+    gc = genai.Client(api_key=ACCESS_KEY, http_options=gtypes.HttpOptions(base_url=proxy_url, api_version="v1beta"))
+    embedded = gc.models.embed_content(model=alias(upstream), contents="one")
+    assert embedded.embeddings[0].values == pytest.approx(scenarios.EMBEDDING)
+
+
+def test_embeddings_to_a_protocol_without_them_is_a_clear_400(proxy_url):
+    oa = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        oa.embeddings.create(model=alias("claude"), input="one")
+    assert "no embeddings" in caught.value.message
+
+
+# ---------------------------------------------------------------- auth and errors
+
+
+@pytest.mark.parametrize(
+    "headers,query",
+    [
+        ({"Authorization": f"Bearer {ACCESS_KEY}"}, ""),
+        ({"x-api-key": ACCESS_KEY}, ""),
+        ({"x-goog-api-key": ACCESS_KEY}, ""),
+        ({}, f"?key={ACCESS_KEY}"),
+    ],
+)
+def test_access_key_in_any_of_four_places(proxy_url, headers, query):
+    assert httpx.get(proxy_url + "/v1beta/models" + query, headers=headers).status_code == 200
+
+
+def test_wrong_or_missing_key_is_401_in_each_protocols_shape(proxy_url):
+    bad = "ccp-wrong"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=proxy_url + "/v1", api_key=bad, max_retries=0).models.list()
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=proxy_url, api_key=bad, max_retries=0).messages.create(
+            model="via-openai", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    from google.genai import errors
+
+    gemini_client = genai.Client(api_key=bad, http_options=gtypes.HttpOptions(base_url=proxy_url, api_version="v1beta"))
+    with pytest.raises(errors.ClientError) as caught:
+        gemini_client.models.generate_content(model="via-openai", contents="hi")
+    assert caught.value.code == 401 and caught.value.status == "UNAUTHENTICATED"
+    with pytest.raises(ollama.ResponseError) as failed:
+        ollama.Client(host=proxy_url, headers={"Authorization": "Bearer " + bad}).chat(
+            model="via-openai", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 401
+    assert httpx.get(proxy_url + "/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "path,body,status,check",
+    [
+        ("/v1/chat/completions", b"{not json", 400, lambda b: "not valid JSON" in b["error"]["message"]),
+        ("/v1/chat/completions", b'{"model":"via-openai"}', 400, lambda b: "messages" in b["error"]["message"]),
+        ("/v1/chat/completions", b'{"model":"nope","messages":[{"role":"user","content":"hi"}]}', 404,
+         lambda b: "nope" in b["error"]["message"] and b["error"]["code"] == "model_not_found"),
+        ("/v1/messages", b'{"model":"via-openai","messages":[{"role":"user","content":"hi"}]}', 400,
+         lambda b: b["type"] == "error" and "max_tokens" in b["error"]["message"]),
+        ("/v1beta/models/via-openai:generateContent", b'{"contents":"hi"}', 400,
+         lambda b: b["error"]["status"] == "INVALID_ARGUMENT" and "contents" in b["error"]["message"]),
+        ("/api/chat", b'{"model":"via-openai","messages":[{"role":"wizard","content":"hi"}]}', 400,
+         lambda b: "role" in b["error"]),
+        ("/v1/nowhere", b"{}", 404, lambda b: "no route" in b["error"]["message"]),
+    ],
+)
+def test_the_proxys_own_errors_say_what_to_fix(proxy_url, path, body, status, check):
+    response = httpx.post(proxy_url + path, content=body, headers={"Authorization": f"Bearer {ACCESS_KEY}",
+                                                                   "content-type": "application/json"})
+    assert response.status_code == status
+    assert check(response.json()), response.json()
+
+
+@pytest.mark.parametrize("client", ["openai", "claude", "gemini", "ollama"])
+def test_an_upstream_server_error_keeps_its_status(client, upstreams, driver_for):
+    upstreams["openai"].script("server_error")
+    failure = driver_for(client).fail(alias("openai"), stream=False)
+    assert failure.status == 500
+
+
+def test_upstream_keys_never_reach_the_client(proxy_url, upstreams):
+    upstreams["claude"].script("rate_limit")
+    response = httpx.post(
+        proxy_url + "/v1/chat/completions",
+        json={"model": alias("claude"), "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {ACCESS_KEY}"},
+    )
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    for key in filter(None, UPSTREAM_KEYS.values()):
+        assert key not in response.text
+    sent = upstreams["claude"].last.headers
+    assert sent["x-api-key"] == UPSTREAM_KEYS["claude"] and ACCESS_KEY not in str(sent)
+
+
+def test_image_urls_are_fetched_for_upstreams_that_cannot(upstreams, proxy_url):
+    import base64
+
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.support.server import serving
+
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+
+    async def image(request):
+        return Response(png, media_type="image/png")
+
+    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    with serving(Starlette(routes=[Route("/cat.png", image)])) as images:
+        for upstream in ("gemini", "ollama"):
+            upstreams[upstream].script("text")
+            client.chat.completions.create(model=alias(upstream), messages=[{"role": "user", "content": [
+                {"type": "text", "text": QUESTION},
+                {"type": "image_url", "image_url": {"url": images.url + "/cat.png"}},
+            ]}])
+        parts = upstreams["gemini"].last.json["contents"][0]["parts"]
+        assert parts[1]["inlineData"] == {"mimeType": "image/png", "data": base64.b64encode(png).decode()}
+        assert upstreams["ollama"].last.json["messages"][0]["images"] == [base64.b64encode(png).decode()]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=alias("gemini"), messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": images.url + "/missing.png"}}]}])
+        assert "cannot fetch image" in caught.value.message
