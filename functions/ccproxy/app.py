@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTasks
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
@@ -25,6 +26,7 @@ from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .proxy import Answer, Call, Proxy
 from .stores.secrets import SecretStore
+from .stores.state import StateStore
 
 log = logging.getLogger("ccproxy")
 
@@ -39,6 +41,8 @@ class Settings:
     # True only where nobody but the machine's own user can connect
     # (a server on loopback): then no access key is needed.
     open_when_no_keys: bool = False
+    # Rotation counters, cooldowns and usage; None keeps them in memory.
+    state: StateStore | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,8 @@ def presented_key(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
-    proxy = Proxy(settings.config, keys)
+    offload = type(settings.state).__name__ == "DynamoStateStore"
+    proxy = Proxy(settings.config, keys, state=settings.state, offload_state=offload)
     table = RouteTable(CODECS)
     fallback = CODECS["openai"]
 
@@ -160,8 +165,15 @@ def _error(codec: Codec, error: ProxyError) -> Response:
 
 
 def _respond(answer: Answer) -> Response:
+    background = None
+    if answer.after:
+        background = BackgroundTasks()
+        for task in answer.after:
+            background.add_task(task)
     if answer.stream is not None:
-        return StreamingResponse(answer.stream, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
+        return StreamingResponse(answer.stream, status_code=answer.status, media_type=answer.media_type,
+                                 headers=answer.headers, background=background)
     if answer.raw is not None:
-        return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
-    return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers)
+        return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers,
+                        background=background)
+    return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers, background=background)

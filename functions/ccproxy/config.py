@@ -41,10 +41,12 @@ class Provider(_Strict):
 
 
 class Target(_Strict):
-    """One `provider/model` an alias routes to."""
+    """One `provider/model` an alias routes to; `weight` is its share of the
+    alias's traffic (the long form `{target: provider/model, weight: 2}`)."""
 
     provider: str
     model: str
+    weight: int = Field(default=1, ge=1, le=100)
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"
@@ -73,6 +75,15 @@ class Group(_Strict):
 def _parse_target(alias: str, target: Any) -> Target:
     if isinstance(target, Target):
         return target
+    if isinstance(target, dict):
+        unknown = set(target) - {"target", "weight"}
+        if unknown:
+            raise ValueError(f"{alias}: unknown key {sorted(unknown)[0]!r} in a target (use target and weight)")
+        weight = target.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= 100:
+            raise ValueError(f"{alias}: weight must be a whole number from 1 to 100")
+        parsed = _parse_target(alias, target.get("target"))
+        return Target(provider=parsed.provider, model=parsed.model, weight=weight)
     if not isinstance(target, str) or "/" not in target:
         raise ValueError(f"{alias}: target {target!r} must be provider-id/model")
     provider, model = target.split("/", 1)
@@ -86,6 +97,10 @@ class Config(_Strict):
     groups: dict[str, Group] = Field(default_factory=dict)
     active_group: str = "default"
     access_keys: list[str] = Field(default_factory=list)
+    # How many more pool entries a request may try after the first fails
+    # before its first byte, and how long all the tries together may take.
+    retries: int = Field(default=2, ge=0, le=20)
+    deadline: float = Field(default=900, gt=0)
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from .app import Settings, create_app
 from .config import load
 from .stores.secrets import secret_store_from_env
+from .stores.state import state_store_from_env
 
 
 def config_path() -> Path:
@@ -19,4 +20,6 @@ def config_path() -> Path:
 
 def create() -> Starlette:
     config = load(config_path())
-    return create_app(Settings(config=config, secrets=secret_store_from_env(None), open_when_no_keys=False))
+    return create_app(
+        Settings(config=config, secrets=secret_store_from_env(None), open_when_no_keys=False, state=state_store_from_env())
+    )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -17,17 +18,24 @@ from . import routing
 from .config import Config, Provider, Target
 from .errors import ProxyError
 from .keys import KeyRing
-from .pipeline import convert_response, convert_stream, tap_stream
+from .pipeline import convert_stream, tap_stream
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .protocols.common import estimate_tokens, request_text
-from .unified import Accumulator, Image, Request
+from .rotation import Entry, Rotation
+from .stores.state import MemoryStateStore, StateStore
+from .unified import Accumulator, Image, Request, Usage
 from .upstream import UpstreamClient, timeout
 
 log = logging.getLogger("ccproxy")
 
-# Statuses after which the same request may succeed on another key or target.
-RETRYABLE = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 529})
+# Statuses after which the same request may succeed on another key or target:
+# rate limits, bad credentials, timeouts and any server error.
+RETRYABLE = frozenset({401, 403, 408, 429})
+
+
+def retryable(error: ProxyError) -> bool:
+    return error.status in RETRYABLE or error.status >= 500
 MAX_INLINED_IMAGE = 20 * 1024 * 1024
 
 
@@ -50,6 +58,9 @@ class Answer:
     stream: AsyncIterator[bytes] | None = None
     media_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    # Work that must not delay the answer (usage counters, logs): run once
+    # the last byte is out.
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ class Attempt:
     provider: Provider
     codec: Codec
     key: str | None
+    entry: Entry | None = None
 
 
 def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool:
@@ -72,11 +84,19 @@ def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool
 
 
 class Proxy:
-    def __init__(self, config: Config, keys: KeyRing, http: UpstreamClient | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        keys: KeyRing,
+        http: UpstreamClient | None = None,
+        state: StateStore | None = None,
+        offload_state: bool = False,
+    ) -> None:
         self.config = config
         self.keys = keys
         self.http = http or UpstreamClient()
-        self._turns: dict[str, int] = {}
+        self.rotation = Rotation(keys, state or MemoryStateStore(), offload=offload_state)
+        self._turns: dict[str, int] = {}  # count_tokens and embeddings only
 
     async def handle(self, call: Call) -> Answer:
         operation = call.route.operation
@@ -99,32 +119,56 @@ class Proxy:
     # ------------------------------------------------------------ generate
 
     async def generate(self, call: Call) -> Answer:
+        """Decode, pick pool entries in turn, and try them until one answers
+        (failover happens only before the client has seen a byte)."""
         client = call.codec
         request = client.decode_request(call.body, call.ctx)
         resolution = routing.resolve(self.config, call.group, request.model)
+        targets = resolution.targets
+        entries = self.rotation.entries(targets, [t.weight for t in targets])
+        plan = await self.rotation.plan(f"{resolution.group_name}:{resolution.alias}", entries)
+        deadline = time.monotonic() + self.config.deadline
         last_error: ProxyError | None = None
-        for target in resolution.targets:
+        for entry in plan[: 1 + self.config.retries]:
+            if time.monotonic() >= deadline:
+                break
+            provider = self.config.providers[entry.target.provider]
+            attempt = Attempt(entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry)
+            compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
+            passthrough = attempt.codec is client and call.route.passthrough and not compat
             try:
-                attempt = self._attempt(target)
-                compat = use_compat(resolution.group.tool_mode, call.compat_prefix, attempt.provider)
-                passthrough = attempt.codec is client and call.route.passthrough and not compat
                 return await self._generate_once(call, request, attempt, passthrough)
             except ProxyError as error:
-                if error.status not in RETRYABLE and error.code != "provider_key_missing":
+                if not retryable(error):
                     raise
-                log.warning("target %s failed (%s); trying the next one", target, error.status)
+                await self.rotation.failed(entry, error)
+                log.warning("%s failed with %s; trying the next in the pool", entry.target, error.status)
                 last_error = error
-        assert last_error is not None
+        if last_error is None:
+            raise ProxyError(504, "the request's deadline passed before any upstream answered", kind="timeout")
         raise last_error
 
     def _attempt(self, target: Target) -> Attempt:
-        """The target on its provider's next key in turn."""
+        """The target on its provider's next key in turn (for count_tokens
+        and embeddings, which never touch the shared counters)."""
         provider = self.config.providers[target.provider]
         keys = self.keys.provider_keys(target.provider)
         turn = self._turns.get(target.provider, 0)
         self._turns[target.provider] = turn + 1
         key = keys[turn % len(keys)]
         return Attempt(target, target.provider, provider, CODECS[provider.protocol], key)
+
+    def _record_usage(self, attempt: Attempt, usage: Callable[[], Usage]) -> Callable[[], Awaitable[None]]:
+        async def record() -> None:
+            if attempt.entry is None:
+                return
+            used = usage()
+            try:
+                await self.rotation.used(attempt.entry, used.input_tokens, used.output_tokens)
+            except Exception:  # counters must never fail a request that succeeded
+                log.exception("could not record usage for %s", attempt.entry.name)
+
+        return record
 
     async def _generate_once(self, call: Call, request: Request, attempt: Attempt, passthrough: bool) -> Answer:
         upstream = attempt.codec
@@ -142,9 +186,11 @@ class Proxy:
 
         if not request.stream:
             content = await _read(response)
+            decoded = upstream.decode_response(_parse_json(content))
+            after = [self._record_usage(attempt, lambda: decoded.usage)]
             if passthrough:
-                return Answer(raw=content, media_type=response.headers.get("content-type", "application/json"))
-            return Answer(json=convert_response(upstream, call.codec, _parse_json(content), request))
+                return Answer(raw=content, media_type=response.headers.get("content-type", "application/json"), after=after)
+            return Answer(json=call.codec.encode_response(decoded, request), after=after)
 
         accumulator = Accumulator()
         chunks = _iterate(response)
@@ -158,6 +204,7 @@ class Proxy:
             stream=_closing(stream, response),
             media_type=call.codec.stream_media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            after=[self._record_usage(attempt, lambda: accumulator.response.usage)],
         )
 
     async def _send(
@@ -186,7 +233,7 @@ class Proxy:
         content = await _read(response)
         error = attempt.codec.decode_error(response.status_code, content, response.headers)
         error.status = response.status_code
-        if response.status_code in RETRYABLE:
+        if retryable(error):
             raise error
         if passthrough:
             # Same protocol: the upstream's error is already in the client's shape.

@@ -7,6 +7,7 @@ import pytest
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
+from ccproxy.stores.state import MemoryStateStore
 from tests.fakes import FakeUpstream
 from tests.support.server import BackgroundServer
 
@@ -65,9 +66,11 @@ def stack():
         fakes[protocol], urls[protocol] = fake, server.url
         servers.append(server)
     config = parse(proxy_config(urls), "test-config")
-    proxy = BackgroundServer(create_app(Settings(config=config, secrets=NoSecrets()))).start()
+    app = create_app(Settings(config=config, secrets=NoSecrets()))
+    proxy = BackgroundServer(app).start()
     servers.append(proxy)
-    yield proxy.url, fakes
+    fakes_and_app = dict(fakes)
+    yield proxy.url, fakes_and_app, app
     for server in servers:
         server.stop()
 
@@ -79,9 +82,12 @@ def proxy_url(stack):
 
 @pytest.fixture
 def upstreams(stack):
-    _, fakes = stack
+    _, fakes, app = stack
     for fake in fakes.values():
         fake.reset()
+    # Each test starts with every key rested: cooldowns from an earlier
+    # test's scripted failures would otherwise answer for the upstream.
+    app.state.proxy.rotation.state = MemoryStateStore()
     yield fakes
     for protocol, fake in fakes.items():
         assert fake.violations == [], f"the {protocol} fake rejected what the proxy sent: {fake.violations}"

@@ -1,0 +1,169 @@
+"""Global key rotation: an alias's targets and their keys form one pool whose
+turn is taken from the shared state store, so every process and every Lambda
+instance goes round the same pool together. Keys that fail cool down, through
+the same store, and are skipped until their time runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .config import Target
+from .errors import ProxyError
+from .keys import KeyRing, fingerprint
+from .stores.state import StateStore
+
+# How long a key rests after each kind of failure (issue 3): a rate limit for
+# what the upstream asked, or a minute; bad credentials for long; a server
+# error or a timeout briefly.
+RATE_LIMIT_DEFAULT = 60.0
+AUTH_FAILURE = 3600.0
+SERVER_FAILURE = 10.0
+MAX_COOLDOWN = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One (target, key) of a pool. `name` identifies the key in the store
+    without revealing it; `key` is None for a keyless provider."""
+
+    target: Target
+    key: str | None
+    name: str
+
+
+def key_name(provider: str, key: str | None) -> str:
+    return f"{provider}#{fingerprint(key) if key else 'keyless'}"
+
+
+def smooth_order(weights: Sequence[int]) -> list[int]:
+    """Indexes in smooth weighted round-robin order (each index appears
+    `weight` times, spread out rather than bunched), so that a 2:1 split is
+    A B A, A B A... and never A A B B."""
+    current = [0] * len(weights)
+    total = sum(weights)
+    order = []
+    for _ in range(total):
+        for i, weight in enumerate(weights):
+            current[i] += weight
+        best = max(range(len(weights)), key=lambda i: current[i])
+        current[best] -= total
+        order.append(best)
+    return order
+
+
+def cooldown_for(error: ProxyError, now: float) -> tuple[float, str] | None:
+    """How long the key that caused `error` should rest, and why; None for
+    errors that say nothing about the key (a bad request)."""
+    status = error.status
+    if status == 429:
+        if error.code == "quota_per_day":
+            return _next_pacific_midnight(now), "daily quota exhausted"
+        wait = error.retry_after if error.retry_after is not None else RATE_LIMIT_DEFAULT
+        return now + min(max(wait, 1.0), MAX_COOLDOWN), "rate limited"
+    if status in (401, 403):
+        return now + AUTH_FAILURE, f"rejected ({status})"
+    if status >= 500 or status == 408:
+        wait = error.retry_after if error.retry_after is not None else SERVER_FAILURE
+        return now + min(wait, MAX_COOLDOWN), f"failing ({status})"
+    return None
+
+
+def _next_pacific_midnight(now: float) -> float:
+    """Google resets daily quotas at midnight Pacific time (UTC-8 taken as a
+    fixed offset: an hour early in summer is a harmless error)."""
+    pacific = datetime.timezone(datetime.timedelta(hours=-8))
+    moment = datetime.datetime.fromtimestamp(now, pacific)
+    midnight = (moment + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight.timestamp()
+
+
+class Rotation:
+    """Orders a pool's entries for one request: from the shared turn onward,
+    cooling entries left out."""
+
+    def __init__(self, keys: KeyRing, state: StateStore, *, offload: bool, clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.state = state
+        self.clock = clock
+        # DynamoDB calls block for milliseconds: they run in a worker thread.
+        # SQLite answers in microseconds: a thread hop would cost more.
+        self.offload = offload
+
+    async def _call(self, function, *args):
+        if self.offload:
+            return await asyncio.to_thread(function, *args)
+        return function(*args)
+
+    def entries(self, targets: Sequence[Target], weights: Sequence[int]) -> list[Entry]:
+        """Every (target, key), each target's keys repeated by its weight and
+        spread smoothly. Raises ProxyError (provider_key_missing) when no
+        target has a key at all."""
+        groups: list[tuple[list[Entry], int]] = []
+        missing: ProxyError | None = None
+        for target, weight in zip(targets, weights):
+            try:
+                keys = self.keys.provider_keys(target.provider)
+            except ProxyError as error:
+                missing = missing or error
+                continue
+            groups.append(([Entry(target, key, key_name(target.provider, key)) for key in keys], weight))
+        if not groups:
+            assert missing is not None
+            raise missing
+        positions = [0] * len(groups)
+        order: list[Entry] = []
+        # Each target's turns spread by weight; within a target, its keys in turn.
+        rounds = max(len(keys) for keys, _ in groups)
+        for index in smooth_order([weight for _, weight in groups]) * rounds:
+            keys = groups[index][0]
+            order.append(keys[positions[index] % len(keys)])
+            positions[index] += 1
+        return order
+
+    async def plan(self, pool: str, entries: list[Entry]) -> list[Entry]:
+        """The entries to try, in order, for this request. Raises a 429 with
+        the soonest Retry-After when every one is cooling."""
+        turn = 0 if len(entries) == 1 else await self._call(self.state.next_turn, pool)
+        start = turn % len(entries)
+        rotated = entries[start:] + entries[:start]
+        unique = list({entry.name + "|" + str(entry.target): entry for entry in rotated}.values())
+        now = self.clock()
+        names = {name for entry in unique for name in (entry.name, cool_name(entry))}
+        cooling = await self._call(self.state.cooling, sorted(names), now)
+        ready = [e for e in unique if e.name not in cooling and cool_name(e) not in cooling]
+        if ready:
+            return ready
+        soonest = min(c.until for c in cooling.values())
+        raise ProxyError(
+            429,
+            f"every key for this model is cooling down after rate limits or failures; retry in {max(1, round(soonest - now))} s",
+            kind="rate_limit",
+            code="all_keys_cooling",
+            retry_after=max(1.0, soonest - now),
+        )
+
+    async def failed(self, entry: Entry, error: ProxyError) -> None:
+        """Cool the entry's key after an upstream failure."""
+        now = self.clock()
+        cooldown = cooldown_for(error, now)
+        if cooldown is None:
+            return
+        until, reason = cooldown
+        # Bad credentials are the key's own fault on every model; rate limits
+        # and server trouble are counted per model (Gemini's quotas are).
+        name = entry.name if error.status in (401, 403) else cool_name(entry)
+        await self._call(self.state.cool, name, until, reason)
+
+    async def used(self, entry: Entry, input_tokens: int | None, output_tokens: int | None) -> None:
+        day = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc).strftime("%Y-%m-%d")
+        await self._call(self.state.add_usage, entry.name, day, 1, input_tokens or 0, output_tokens or 0)
+
+
+def cool_name(entry: Entry) -> str:
+    """The store name of the entry's key on the entry's model."""
+    return f"{entry.name}#{entry.target.model}"
