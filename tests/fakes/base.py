@@ -223,6 +223,8 @@ class FakeUpstream:
         self.dialect: Dialect = DIALECTS[protocol]()
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
+        # Streams that ended because the client (the proxy) hung up.
+        self.hung_up = 0
         self._queue: deque[Scenario] = deque()
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
@@ -255,6 +257,7 @@ class FakeUpstream:
         self._queue.clear()
         self.requests.clear()
         self.violations.clear()
+        self.hung_up = 0
 
     # -- serving ---------------------------------------------------------------
 
@@ -326,17 +329,38 @@ class FakeUpstream:
             plan = dialect.stream_plan(ctx, PARTIAL_TURN)
             records = plan.head + plan.body + [dialect.stream_error("The model is overloaded. Please try again later.")]
             return stream_response(records, dialect.stream_media_type)
+        if scenario.name == "stall":
+            plan = dialect.stream_plan(ctx, scenario.turn)
+            return StreamingResponse(
+                self._stall(plan.head + plan.body[:1], float(options["seconds"])), media_type=dialect.stream_media_type
+            )
         if scenario.name == "truncated":
             plan = dialect.stream_plan(ctx, PARTIAL_TURN)
             return stream_response(plan.head + plan.body, dialect.stream_media_type, abort=bool(options["abort"]))
         plan = dialect.stream_plan(ctx, scenario.turn)
         return stream_response(plan.head + plan.body + plan.tail, dialect.stream_media_type)
 
+    async def _stall(self, records: list[bytes], seconds: float) -> AsyncIterator[bytes]:
+        """Send the first records, then go quiet; a client that hangs up
+        cancels this generator, which is counted in `hung_up`."""
+        try:
+            for record in records:
+                yield record
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.hung_up += 1
+            raise
+
     @staticmethod
     def _json(value: Any, scenario: Scenario) -> Response:
         """A whole JSON answer; "truncated" cuts it in half, as if the
         connection dropped mid-body."""
         data = dumps(value).encode()
+        if scenario.name == "stall":
+            plan = dialect.stream_plan(ctx, scenario.turn)
+            return StreamingResponse(
+                self._stall(plan.head + plan.body[:1], float(options["seconds"])), media_type=dialect.stream_media_type
+            )
         if scenario.name == "truncated":
             data = data[: len(data) // 2]
         return Response(data, media_type="application/json")

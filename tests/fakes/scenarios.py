@@ -51,13 +51,15 @@ GEMINI_SIGNATURE = base64.b64encode(b"fake gemini thought signature \x00\x01\x02
 # Scenario names, by what they do.
 CONTENT = ("text", "tool_call", "parallel_tools", "thinking")
 ERRORS = ("rate_limit", "server_error", "overloaded")
-FAULTS = ("midstream_error", "truncated", "hang")
+FAULTS = ("midstream_error", "truncated", "hang", "stall")
 NAMES = CONTENT + ERRORS + FAULTS
 
 # The keyword arguments each scenario takes, with their defaults.
 OPTIONS: dict[str, dict[str, Any]] = {
     "rate_limit": {"retry_after": 7},
     "hang": {"seconds": 30.0},
+    # stall: stream the first records, then wait (for the client to go away).
+    "stall": {"seconds": 30.0},
     # abort=True drops the TCP connection instead of ending the body cleanly.
     "truncated": {"abort": False},
 }

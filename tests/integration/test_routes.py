@@ -221,3 +221,20 @@ def test_image_urls_are_fetched_for_upstreams_that_cannot(upstreams, proxy_url):
             client.chat.completions.create(model=alias("gemini"), messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": images.url + "/missing.png"}}]}])
         assert "cannot fetch image" in caught.value.message
+
+
+@pytest.mark.parametrize("upstream", ["openai", "claude", "gemini", "ollama"])
+def test_a_client_that_hangs_up_cancels_the_upstream_request(proxy_url, upstreams, upstream):
+    import time
+
+    upstreams[upstream].script("stall", seconds=20)
+    body = {"model": alias(upstream), "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"x-api-key": ACCESS_KEY, "anthropic-version": "2023-06-01"}
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", proxy_url + "/v1/messages", json=body, headers=headers) as response:
+            first = next(response.iter_bytes())
+            assert b"message_start" in first
+    deadline = time.monotonic() + 5
+    while upstreams[upstream].hung_up == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstreams[upstream].hung_up == 1, "the upstream kept streaming to nobody"

@@ -347,3 +347,60 @@ def test_ollama_images_get_their_media_type_from_their_bytes():
         {"model": "m", "messages": [{"role": "user", "content": "look", "images": [PNG]}]}, ClientContext(endpoint="chat"))
     sent = claude.encode_request(request, "c")["messages"][0]["content"]
     assert sent[1]["source"]["media_type"] == "image/png"
+
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
+
+
+def test_json_output_modes_in_each_upstream():
+    request = from_openai({"model": "a", "messages": [{"role": "user", "content": "n?"}],
+                           "response_format": {"type": "json_schema", "json_schema": {"name": "N", "schema": SCHEMA, "strict": True}}})
+    assert openai.encode_request(request, "o")["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "N", "schema": SCHEMA, "strict": True}}
+    config = gemini.encode_request(request, "g")["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and "additionalProperties" not in config["responseSchema"]
+    assert claude.encode_request(request, "c")["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert ollama.encode_request(request, "l")["format"] == SCHEMA
+    plain = from_openai({"model": "a", "messages": [{"role": "user", "content": "n?"}], "response_format": {"type": "json_object"}})
+    assert ollama.encode_request(plain, "l")["format"] == "json"
+    assert "JSON" in claude.encode_request(plain, "c")["system"]
+
+
+@pytest.mark.parametrize(
+    "choice,to_openai,to_claude,to_gemini",
+    [
+        ("auto", None, {"type": "auto"}, None),
+        ("required", "required", {"type": "any"}, {"mode": "ANY"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}},
+         {"type": "tool", "name": "f"}, {"mode": "ANY", "allowedFunctionNames": ["f"]}),
+        ("none", None, {"type": "none"}, {"mode": "NONE"}),
+    ],
+)
+def test_every_form_of_tool_choice(choice, to_openai, to_claude, to_gemini):
+    request = from_openai({"model": "a", "messages": [{"role": "user", "content": "go"}], "tool_choice": choice,
+                           "tools": [{"type": "function", "function": {"name": "f", "parameters": SCHEMA}}]})
+    sent = openai.encode_request(request, "o")
+    assert sent.get("tool_choice") == to_openai and ("tools" in sent) == (choice != "none")
+    assert claude.encode_request(request, "c").get("tool_choice") == to_claude
+    assert gemini.encode_request(request, "g").get("toolConfig", {}).get("functionCallingConfig") == to_gemini
+    assert ("tools" in ollama.encode_request(request, "l")) == (choice != "none")
+
+
+def test_no_parallel_calls_reaches_claude_as_disable_parallel_tool_use():
+    request = from_openai({"model": "a", "messages": [{"role": "user", "content": "go"}], "parallel_tool_calls": False,
+                           "tools": [{"type": "function", "function": {"name": "f"}}]})
+    assert claude.encode_request(request, "c")["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert openai.encode_request(request, "o")["parallel_tool_calls"] is False
+
+
+def test_sampling_limits_per_protocol():
+    request = from_openai({"model": "a", "messages": [{"role": "user", "content": "go"}], "temperature": 1.8, "top_p": 0.9,
+                           "stop": ["a", "b", "c", "d"], "max_completion_tokens": 77, "seed": 3})
+    assert claude.encode_request(request, "c")["temperature"] == 1.0
+    assert gemini.encode_request(request, "g")["generationConfig"] == {
+        "maxOutputTokens": 77, "temperature": 1.8, "topP": 0.9, "stopSequences": ["a", "b", "c", "d"], "seed": 3}
+    assert ollama.encode_request(request, "l")["options"] == {
+        "num_predict": 77, "temperature": 1.8, "top_p": 0.9, "seed": 3, "stop": ["a", "b", "c", "d"]}
+    many = request.model_copy(update={"stop": list("abcdefg")})
+    assert len(gemini.encode_request(many, "g")["generationConfig"]["stopSequences"]) == 5
+    assert len(openai.encode_request(many, "o")["stop"]) == 4
