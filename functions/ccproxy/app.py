@@ -6,12 +6,14 @@ hand a Call to the Proxy and write its Answer back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
@@ -20,12 +22,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
 from .config import Config
+from .exchange import Exchange
 from .errors import ProxyError
 from .keys import KeyRing
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .proxy import Answer, Call, Proxy
 from .stores.secrets import SecretStore
+from .stores.logs import LogSink
 from .stores.state import StateStore
 
 log = logging.getLogger("ccproxy")
@@ -43,6 +47,8 @@ class Settings:
     open_when_no_keys: bool = False
     # Rotation counters, cooldowns and usage; None keeps them in memory.
     state: StateStore | None = None
+    # Where exchange records go; None turns research logging off.
+    logs: LogSink | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
     proxy = Proxy(settings.config, keys, state=settings.state, offload_state=offload)
     table = RouteTable(CODECS)
     fallback = CODECS["openai"]
+    recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -114,10 +121,11 @@ def create_app(settings: Settings) -> Starlette:
         if found is None:
             return _error(fallback, ProxyError(404, f"no route for {request.method} {request.url.path}"))
         route, codec, params = found
+        exchange = recorder.start(request, route, codec, prefix.group)
         try:
             if not keys.check_access(presented_key(request), open_when_empty=settings.open_when_no_keys):
                 raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
-            body = await _json_body(request) if request.method == "POST" else None
+            body = await _json_body(request, exchange) if request.method == "POST" else None
             call = Call(
                 codec=codec,
                 route=route,
@@ -126,13 +134,22 @@ def create_app(settings: Settings) -> Starlette:
                 compat_prefix=prefix.compat,
                 body=body,
                 headers=request.headers,
+                exchange=exchange,
             )
             answer = await proxy.handle(call)
         except ProxyError as error:
-            return _error(codec, error)
+            response = _error(codec, error)
+            if exchange is not None:
+                exchange.failed(error.status, error.message)
+                exchange.client_response.add(response.body)
+                response.background = _tasks([recorder.writer(exchange)])
+            return response
         except Exception:
             log.exception("unexpected failure on %s %s", request.method, request.url.path)
             return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
+        if exchange is not None:
+            exchange.status = answer.status
+            answer.after.append(recorder.writer(exchange))
         return _respond(answer)
 
     @asynccontextmanager
@@ -146,11 +163,14 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = proxy
+    app.state.recorder = recorder
     return app
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
     raw = await request.body()
+    if exchange is not None:
+        exchange.client_request.add(raw)
     if not raw:
         raise ProxyError(400, "the request has no body; send a JSON object")
     try:
@@ -164,16 +184,70 @@ def _error(codec: Codec, error: ProxyError) -> Response:
     return JSONResponse(codec.encode_error(error), status_code=error.status, headers=headers)
 
 
+def _tasks(after: list) -> BackgroundTasks:
+    background = BackgroundTasks()
+    for task in after:
+        background.add_task(task)
+    return background
+
+
 def _respond(answer: Answer) -> Response:
-    background = None
-    if answer.after:
-        background = BackgroundTasks()
-        for task in answer.after:
-            background.add_task(task)
     if answer.stream is not None:
-        return StreamingResponse(answer.stream, status_code=answer.status, media_type=answer.media_type,
-                                 headers=answer.headers, background=background)
+        # A stream runs its follow-up work itself, once its last byte is out
+        # and before the response ends (Lambda may freeze right after).
+        return StreamingResponse(_then(answer.stream, answer.after), status_code=answer.status,
+                                 media_type=answer.media_type, headers=answer.headers)
+    background = _tasks(answer.after) if answer.after else None
     if answer.raw is not None:
         return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers,
                         background=background)
     return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers, background=background)
+
+
+_pending: set[asyncio.Task] = set()
+
+
+async def _then(stream: AsyncIterator[bytes], after: list) -> AsyncIterator[bytes]:
+    try:
+        async for piece in stream:
+            yield piece
+    except asyncio.CancelledError:
+        # The client went away: finish the bookkeeping without holding the
+        # cancelled response open.
+        task = asyncio.get_running_loop().create_task(_run_all(after))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+        raise
+    await _run_all(after)
+
+
+async def _run_all(after: list) -> None:
+    for task in after:
+        await task()
+
+
+class Recorder:
+    """Starts an exchange record for sampled generate requests and writes it
+    to the sink once the answer is complete."""
+
+    def __init__(self, sink: LogSink | None, sample: float, limit: int, keys: KeyRing) -> None:
+        self.sink = sink
+        self.sample = sample
+        self.limit = limit
+        self.keys = keys
+
+    def start(self, request: Request, route: Route, codec: Codec, group: str) -> Exchange | None:
+        if self.sink is None or route.operation != "generate":
+            return None
+        if self.sample < 1 and random.random() >= self.sample:
+            return None
+        return Exchange(route=f"{request.method} {request.url.path}", client_protocol=codec.protocol,
+                        group=group, limit=self.limit)
+
+    def writer(self, exchange: Exchange):
+        async def write() -> None:
+            assert self.sink is not None
+            record = exchange.record(self.keys.secrets())
+            await asyncio.to_thread(self.sink.safe_write, record)
+
+        return write

@@ -45,7 +45,11 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(Settings(config=config, secrets=secrets, open_when_no_keys=loopback, state=state_store_from_env()))
+    from .stores.logs import log_sink_from_env
+
+    settings = Settings(config=config, secrets=secrets, open_when_no_keys=loopback, state=state_store_from_env(),
+                        logs=log_sink_from_env())
+    app = create_app(settings)
     print(f"ccproxy: serving {config_path} on http://{args.host}:{args.port}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0

@@ -92,6 +92,13 @@ def _parse_target(alias: str, target: Any) -> Target:
     return Target(provider=provider, model=model)
 
 
+class LogSettings(_Strict):
+    """Research logs (the sink itself is chosen by the environment)."""
+
+    sample: float = Field(default=1.0, ge=0, le=1)   # share of exchanges recorded
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # per captured body or stream
+
+
 class Config(_Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
@@ -101,6 +108,7 @@ class Config(_Strict):
     # before its first byte, and how long all the tries together may take.
     retries: int = Field(default=2, ge=0, le=20)
     deadline: float = Field(default=900, gt=0)
+    logs: LogSettings = Field(default_factory=LogSettings)
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

@@ -61,3 +61,13 @@ class KeyRing:
         for key in keys:
             matched |= hmac.compare_digest(given, key.encode())
         return matched
+
+    def secrets(self) -> list[str]:
+        """Every key this ring knows, for scrubbing records and logs."""
+        found = set(self.access_keys())
+        for provider_id in self._config.providers:
+            try:
+                found.update(k for k in self.provider_keys(provider_id) if k)
+            except ProxyError:
+                continue
+        return sorted(found, key=len, reverse=True)

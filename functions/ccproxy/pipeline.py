@@ -8,7 +8,7 @@ what a codec's own state machine must hold.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from .errors import ProxyError
 from .protocols.base import Codec, StreamDecoder, StreamEncoder
@@ -22,11 +22,21 @@ def convert_response(upstream: Codec, client: Codec, body: Any, request: Request
     return client.encode_response(upstream.decode_response(body), request)
 
 
+class EventFilter(Protocol):
+    """Rewrites unified events between decoder and encoder (compat mode
+    turns text calls into tool calls here)."""
+
+    def feed(self, event: StreamEvent) -> list[StreamEvent]: ...
+
+    def close(self) -> list[StreamEvent]: ...
+
+
 async def convert_stream(
     chunks: AsyncIterator[bytes],
     decoder: StreamDecoder,
     encoder: StreamEncoder,
     observe: Observer | None = None,
+    transform: EventFilter | None = None,
 ) -> AsyncIterator[bytes]:
     """The upstream's stream as the client's, chunk by chunk.
 
@@ -35,13 +45,16 @@ async def convert_stream(
     """
     try:
         async for chunk in chunks:
-            out, errored = _convert(decoder.feed(chunk), encoder, observe)
+            out, errored = _convert(_filtered(decoder.feed(chunk), transform), encoder, observe)
             if out:
                 yield out
             if errored:
                 break
         else:
-            out, _ = _convert(decoder.close(), encoder, observe)
+            events = _filtered(decoder.close(), transform)
+            if transform is not None:
+                events += transform.close()
+            out, _ = _convert(events, encoder, observe)
             if out:
                 yield out
     except ProxyError as error:
@@ -52,6 +65,15 @@ async def convert_stream(
     tail = encoder.close()
     if tail:
         yield tail
+
+
+def _filtered(events: list[StreamEvent], transform: EventFilter | None) -> list[StreamEvent]:
+    if transform is None:
+        return events
+    out: list[StreamEvent] = []
+    for event in events:
+        out.extend(transform.feed(event))
+    return out
 
 
 def _convert(

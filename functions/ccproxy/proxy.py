@@ -17,13 +17,17 @@ import httpx
 from . import routing
 from .config import Config, Provider, Target
 from .errors import ProxyError
-from .keys import KeyRing
+from .exchange import Exchange
+from .keys import KeyRing, fingerprint
 from .pipeline import convert_stream, tap_stream
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .protocols.common import estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
+from .compat import CompatStream, parse_response, rewrite_request
+from .exchange import Capture
+from .jsonutil import dumpb
 from .unified import Accumulator, Image, Request, Usage
 from .upstream import UpstreamClient, timeout
 
@@ -48,6 +52,7 @@ class Call:
     compat_prefix: bool
     body: Any
     headers: Mapping[str, str]
+    exchange: Exchange | None = None  # filled when research logging is on
 
 
 @dataclass(slots=True)
@@ -124,6 +129,11 @@ class Proxy:
         client = call.codec
         request = client.decode_request(call.body, call.ctx)
         resolution = routing.resolve(self.config, call.group, request.model)
+        exchange = call.exchange
+        if exchange is not None:
+            exchange.alias, exchange.model, exchange.stream = resolution.alias, request.model, request.stream
+            exchange.group = resolution.group_name
+            exchange.system, exchange.tools = request.system, [t.name for t in request.tools]
         targets = resolution.targets
         entries = self.rotation.entries(targets, [t.weight for t in targets])
         plan = await self.rotation.plan(f"{resolution.group_name}:{resolution.alias}", entries)
@@ -136,9 +146,16 @@ class Proxy:
             attempt = Attempt(entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry)
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
             passthrough = attempt.codec is client and call.route.passthrough and not compat
+            if exchange is not None:
+                exchange.target = {"provider": entry.target.provider, "model": entry.target.model, "protocol": provider.protocol}
+                exchange.key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
+                exchange.compat, exchange.passthrough = compat, passthrough
             try:
-                return await self._generate_once(call, request, attempt, passthrough)
+                return await self._generate_once(call, request, attempt, passthrough, compat)
             except ProxyError as error:
+                if exchange is not None:
+                    exchange.attempt(entry.target.provider, entry.target.model, exchange.key_fingerprint or "",
+                                     error.status, error.message)
                 if not retryable(error):
                     raise
                 await self.rotation.failed(entry, error)
@@ -170,36 +187,55 @@ class Proxy:
 
         return record
 
-    async def _generate_once(self, call: Call, request: Request, attempt: Attempt, passthrough: bool) -> Answer:
+    async def _generate_once(
+        self, call: Call, request: Request, attempt: Attempt, passthrough: bool, compat: bool
+    ) -> Answer:
         upstream = attempt.codec
         model = attempt.target.model
+        exchange = call.exchange
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
         else:
             if upstream.protocol in ("gemini", "ollama"):
                 await self._inline_remote_images(request)
-            body = upstream.encode_request(request, model)
+            body = upstream.encode_request(rewrite_request(request) if compat else request, model)
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
-        response = await self._send(attempt, url, body, call.headers if passthrough else None)
+        response = await self._send(attempt, url, body, call.headers if passthrough else None, exchange)
+        if exchange is not None:
+            exchange.mark_upstream_first_byte()
         if response.status_code >= 400:
             return await self._upstream_error(response, attempt, passthrough)
 
         if not request.stream:
             content = await _read(response)
             decoded = upstream.decode_response(_parse_json(content))
-            after = [self._record_usage(attempt, lambda: decoded.usage)]
-            if passthrough:
-                return Answer(raw=content, media_type=response.headers.get("content-type", "application/json"), after=after)
-            return Answer(json=call.codec.encode_response(decoded, request), after=after)
+            if compat:
+                decoded = parse_response(decoded, request.tools)
+            out = content if passthrough else dumpb(call.codec.encode_response(decoded, request))
+            if exchange is not None:
+                exchange.upstream_response.add(content)
+                exchange.client_response.add(out)
+                exchange.answered(decoded)
+                exchange.mark_client_first_byte()
+            media_type = response.headers.get("content-type", "application/json") if passthrough else "application/json"
+            return Answer(raw=out, media_type=media_type, after=[self._record_usage(attempt, lambda: decoded.usage)])
 
         accumulator = Accumulator()
         chunks = _iterate(response)
+        if exchange is not None:
+            chunks = _tee(chunks, exchange.upstream_response.add)
         if passthrough:
             stream = tap_stream(chunks, upstream.stream_decoder(), accumulator.add)
         else:
             stream = convert_stream(
-                chunks, upstream.stream_decoder(), call.codec.stream_encoder(request), accumulator.add
+                chunks,
+                upstream.stream_decoder(),
+                call.codec.stream_encoder(request),
+                accumulator.add,
+                CompatStream(request.tools) if compat else None,
             )
+        if exchange is not None:
+            stream = _recorded(stream, exchange, accumulator)
         return Answer(
             stream=_closing(stream, response),
             media_type=call.codec.stream_media_type,
@@ -208,7 +244,12 @@ class Proxy:
         )
 
     async def _send(
-        self, attempt: Attempt, url: str, body: Any, client_headers: Mapping[str, str] | None
+        self,
+        attempt: Attempt,
+        url: str,
+        body: Any,
+        client_headers: Mapping[str, str] | None,
+        exchange: Exchange | None = None,
     ) -> httpx.Response:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if client_headers is not None and "anthropic-beta" in client_headers:
@@ -216,9 +257,12 @@ class Proxy:
         headers.update(attempt.codec.auth_headers(attempt.key))
         headers.update(attempt.provider.headers)
         http = self.http.get()
+        content = dumpb(body)
+        if exchange is not None:
+            exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
+            exchange.upstream_request.add(content)
         request = http.build_request(
-            "POST", url, content=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
-            timeout=timeout(attempt.provider.timeout),
+            "POST", url, content=content, headers=headers, timeout=timeout(attempt.provider.timeout)
         )
         try:
             return await http.send(request, stream=True)
@@ -347,6 +391,24 @@ async def _iterate(response: httpx.Response) -> AsyncIterator[bytes]:
         raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
     except httpx.HTTPError as exc:
         raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None
+
+
+async def _tee(chunks: AsyncIterator[bytes], keep: Callable[[bytes], None]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        keep(chunk)
+        yield chunk
+
+
+async def _recorded(stream: AsyncIterator[bytes], exchange: Exchange, accumulator: Accumulator) -> AsyncIterator[bytes]:
+    """The client's stream, kept for the exchange record as it goes out."""
+    async for piece in stream:
+        exchange.mark_client_first_byte()
+        exchange.client_response.add(piece)
+        yield piece
+    exchange.answered(accumulator.response)
+    if accumulator.error is not None:
+        exchange.error = {"status": accumulator.error.status, "message": accumulator.error.message}
+    exchange.finish()
 
 
 async def _closing(stream: AsyncIterator[bytes], response: httpx.Response) -> AsyncIterator[bytes]:

@@ -1,0 +1,185 @@
+"""The research record of one exchange: what the client sent, what went
+upstream, what came back, what the client got, with times and usage.
+
+The proxy fills an `Exchange` as the request goes; `record()` turns it into
+the stored document (schema_version 1, one JSON line; the Glue table in
+template.yaml has the same columns). Keys never reach it: auth headers are
+never captured, and every known secret is replaced wherever it appears.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from typing import Any, Iterable
+
+from .jsonutil import dumps
+from .unified import Response, Text, Thinking, ToolCall
+
+SCHEMA_VERSION = 1
+REDACTED = "[redacted]"
+
+
+def _ms(start: float, end: float | None) -> float | None:
+    return None if end is None else round((end - start) * 1000, 3)
+
+
+class Capture:
+    """A body or a stream, kept up to `limit` bytes."""
+
+    __slots__ = ("limit", "parts", "size", "truncated")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, data: bytes) -> None:
+        room = self.limit - self.size
+        if room <= 0:
+            self.truncated = self.truncated or bool(data)
+            return
+        if len(data) > room:
+            data, self.truncated = data[:room], True
+        self.parts.append(data)
+        self.size += len(data)
+
+    def text(self) -> str | None:
+        if not self.parts:
+            return None
+        return b"".join(self.parts).decode("utf-8", "replace")
+
+
+class Exchange:
+    """Filled in by the proxy while it serves one request."""
+
+    def __init__(self, *, route: str, client_protocol: str, group: str, limit: int) -> None:
+        self.id = uuid.uuid4().hex
+        self.started = time.time()
+        self.clock = time.perf_counter()
+        self.route = route
+        self.client_protocol = client_protocol
+        self.group = group
+        self.limit = limit
+        self.alias: str | None = None
+        self.model: str | None = None
+        self.stream = False
+        self.target: dict[str, str] | None = None
+        self.key_fingerprint: str | None = None
+        self.compat = False
+        self.passthrough = False
+        self.attempts: list[dict[str, Any]] = []
+        self.status = 200
+        self.error: dict[str, Any] | None = None
+        self.usage: dict[str, Any] = {}
+        self.system: str | None = None
+        self.tools: list[str] = []
+        self.final: dict[str, Any] | None = None
+        self.client_request = Capture(limit)
+        self.upstream_request = Capture(limit)
+        self.upstream_response = Capture(limit)
+        self.client_response = Capture(limit)
+        self.upstream_first_byte: float | None = None
+        self.client_first_byte: float | None = None
+        self.done: float | None = None
+
+    # ------------------------------------------------------------ filled by the proxy
+
+    def mark_upstream_first_byte(self) -> None:
+        if self.upstream_first_byte is None:
+            self.upstream_first_byte = time.perf_counter()
+
+    def mark_client_first_byte(self) -> None:
+        if self.client_first_byte is None:
+            self.client_first_byte = time.perf_counter()
+
+    def attempt(self, provider: str, model: str, key_fingerprint: str, status: int | None, error: str | None) -> None:
+        self.attempts.append(
+            {"provider": provider, "model": model, "key_fingerprint": key_fingerprint, "status": status, "error": error}
+        )
+
+    def answered(self, response: Response) -> None:
+        """The assembled final message and its usage."""
+        tool_calls = [
+            {"name": p.name, "arguments": dumps(p.arguments)} for p in response.content if isinstance(p, ToolCall)
+        ]
+        self.final = {
+            "text": "".join(p.text for p in response.content if isinstance(p, Text)),
+            "thinking": "".join(p.text for p in response.content if isinstance(p, Thinking)),
+            "tool_calls": tool_calls,
+            "stop_reason": response.stop_reason,
+        }
+        self.usage = response.usage.model_dump()
+
+    def failed(self, status: int, message: str) -> None:
+        self.status = status
+        self.error = {"status": status, "message": message}
+
+    def finish(self) -> None:
+        if self.done is None:
+            self.done = time.perf_counter()
+
+    # ------------------------------------------------------------ the stored document
+
+    def record(self, secrets: Iterable[str] = ()) -> dict[str, Any]:
+        self.finish()
+        captures = {
+            "client_request": self.client_request,
+            "upstream_request": self.upstream_request,
+            "upstream_response": self.upstream_response,
+            "client_response": self.client_response,
+        }
+        received = datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc)
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "id": self.id,
+            "received": received.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "route": self.route,
+            "client_protocol": self.client_protocol,
+            "group": self.group,
+            "alias": self.alias,
+            "model": self.model,
+            "stream": self.stream,
+            "target": self.target,
+            "key_fingerprint": self.key_fingerprint,
+            "compat": self.compat,
+            "passthrough": self.passthrough,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+            "usage": self.usage,
+            "timings": {
+                "upstream_first_byte_ms": _ms(self.clock, self.upstream_first_byte),
+                "client_first_byte_ms": _ms(self.clock, self.client_first_byte),
+                "duration_ms": _ms(self.clock, self.done),
+            },
+            "system": self.system,
+            "tools": self.tools,
+            "final": self.final,
+            **{name: capture.text() for name, capture in captures.items()},
+            "truncated": [name for name, capture in captures.items() if capture.truncated],
+        }
+        return redact(document, secrets)
+
+
+def redact(document: dict[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
+    """The document with every secret replaced, wherever it appears (a key a
+    client pasted into a prompt, an upstream echoing one in an error)."""
+    import json
+
+    text = dumps(document)
+    hit = False
+    for secret in secrets:
+        if secret and len(secret) >= 8 and secret in text:
+            text = text.replace(secret, REDACTED)
+            hit = True
+    return json.loads(text) if hit else document
+
+
+def object_key(record: dict[str, Any], prefix: str = "") -> str:
+    """`{prefix}dt=YYYY-MM-DD/hour=HH/{id}.json.gz`: partitions Athena can
+    project without crawling."""
+    received = record["received"]
+    return f"{prefix}dt={received[:10]}/hour={received[11:13]}/{record['id']}.json.gz"
