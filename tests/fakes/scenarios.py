@@ -49,7 +49,7 @@ CLAUDE_SIGNATURE = "EqQBCgIYAhIMfakeSignatureForTestsOnlyGgxA5m9Qb3JzZXR0ZQ=="
 GEMINI_SIGNATURE = base64.b64encode(b"fake gemini thought signature \x00\x01\x02").decode()
 
 # Scenario names, by what they do.
-CONTENT = ("text", "tool_call", "parallel_tools", "thinking")
+CONTENT = ("text", "tool_call", "parallel_tools", "thinking", "compat_call", "compat_parallel")
 ERRORS = ("rate_limit", "server_error", "overloaded")
 FAULTS = ("midstream_error", "truncated", "hang", "stall")
 NAMES = CONTENT + ERRORS + FAULTS
@@ -86,11 +86,19 @@ class Turn:
         return THINKING_TOKENS if self.thinking else 0
 
 
+# Compat mode: a model without function calling writes its calls as text
+# (CONTRACT.md section 6), which the proxy must turn into native calls.
+COMPAT_PREAMBLE = "Let me check that for you. 🌤"
+COMPAT_WEATHER = '<tool_call name="get_weather">\n<arg name="city">Paris</arg>\n</tool_call>'
+COMPAT_TIME = '<tool_call name="get_time">\n<arg name="timezone">Europe/Paris</arg>\n</tool_call>'
+
 TURNS: dict[str, Turn] = {
     "text": Turn(text=TEXT),
     "tool_call": Turn(calls=(Call("get_weather", WEATHER_ARGS),)),
     "parallel_tools": Turn(calls=(Call("get_weather", WEATHER_ARGS), Call("get_time", TIME_ARGS))),
     "thinking": Turn(thinking=THINKING, text=THINKING_ANSWER),
+    "compat_call": Turn(text=COMPAT_PREAMBLE + "\n" + COMPAT_WEATHER),
+    "compat_parallel": Turn(text=COMPAT_PREAMBLE + "\n```xml\n" + COMPAT_WEATHER + "\n" + COMPAT_TIME + "\n```"),
 }
 PARTIAL_TURN = Turn(text=PARTIAL_TEXT)
 
@@ -120,9 +128,13 @@ class Scenario:
         return TURNS.get(self.name, TURNS["text"])
 
 
-def pieces(text: str, count: int = 3) -> list[str]:
+def pieces(text: str, count: int | None = None) -> list[str]:
     """Split text into `count` non-empty pieces at character boundaries, the
-    way a model streams it in increments."""
+    way a model streams it in increments (by default about one piece per ten
+    characters, so longer texts, like compat-mode calls, are cut inside
+    their tags)."""
+    if count is None:
+        count = max(3, len(text) // 10)
     if len(text) <= 1 or count <= 1:
         return [text]
     count = min(count, len(text))

@@ -49,6 +49,8 @@ def proxy_config(fake_servers: dict[str, str]) -> dict:
         "groups": {
             "default": {"models": models},
             "second": {"models": {"only-*": [f"up-openai/{UPSTREAM_MODELS['openai']}"]}},
+            "textual": {"tool_mode": "compat", "models": models},
+            "native": {"tool_mode": "native", "models": models},
         },
         "active_group": "second",
         "access_keys": [ACCESS_KEY],

@@ -60,3 +60,16 @@ def test_no_access_keys_is_open_only_when_allowed():
 def test_fingerprint_hides_the_key():
     fp = fingerprint("sk-secret-value")
     assert "secret" not in fp and fp == fingerprint("sk-secret-value") and fp != fingerprint("sk-other")
+
+
+def test_who_turns_compat_mode_on():
+    from ccproxy.config import Provider
+    from ccproxy.proxy import use_compat
+
+    native = Provider(protocol="ollama", base_url="http://x")
+    textual = Provider(protocol="ollama", base_url="http://x", tool_mode="compat")
+    assert use_compat("auto", False, native) is False
+    assert use_compat("auto", True, native) is True       # the /compat prefix
+    assert use_compat("auto", False, textual) is True     # the provider's tool_mode
+    assert use_compat("native", True, textual) is False   # a group's native wins
+    assert use_compat("compat", False, native) is True    # a group's compat wins
