@@ -1,25 +1,148 @@
-"""The app as both Lambda functions build it: config from the deployment,
-keys only from the secret, and no open access even without access keys."""
+"""The app as both Lambda functions build it: the config shipped with the
+code, keys only from the secret, state in DynamoDB, exchange logs in S3, and
+no open access even without access keys.
+
+Keys come only from the secret (CONTRACT.md section 3). The config may name
+keys (`keys: [env:OPENAI_API_KEY]`, `access_keys: [...]`) so that the same
+ccproxy.yaml serves locally and on AWS, but here those entries are never
+read: a provider that lists `keys` only says it needs a key, which must then
+be in the secret under its id; `access_keys` in the config are ignored.
+No function ever reads a key from its environment variables or its code.
+
+With no access key in the secret every request is refused with 503, in the
+shape of the route's protocol, and the reason is logged. The function still
+starts (so /health answers and the adapter's readiness check passes): a key
+pushed into the secret later takes effect once the cached secret is
+re-read (within 5 minutes), with no redeploy.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 
-from .app import Settings, create_app
-from .config import load
-from .stores.secrets import secret_store_from_env
+from . import telemetry
+from .app import RouteTable, Settings, create_app, split_prefix
+from .config import Config, load
+from .errors import ProxyError
+from .keys import KeyRing
+from .protocols import CODECS
+from .stores.secrets import SecretsError, secret_store_from_env
 from .stores.state import state_store_from_env
+
+log = logging.getLogger("ccproxy")
+
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about the same refusal
 
 
 def config_path() -> Path:
     return Path(os.environ.get("CCPROXY_CONFIG") or Path(__file__).parent.parent / "ccproxy.yaml")
 
 
+def secret_only(config: Config) -> Config:
+    """The config with every key it names removed: a provider that listed
+    `keys` keeps a marker that resolves to nothing, so without a key in the
+    secret it fails with a clear message instead of calling its API
+    unauthenticated; a provider without `keys` stays keyless."""
+    providers = {
+        provider_id: provider.model_copy(
+            # An `env:` reference no environment defines (the name is not a
+            # valid variable name), worded for the "no API key: set ..." error.
+            update={"keys": [f"env:providers.{provider_id} in the secret"] if provider.keys else []}
+        )
+        for provider_id, provider in config.providers.items()
+    }
+    return config.model_copy(update={"providers": providers, "access_keys": []})
+
+
+def where_keys_live() -> str:
+    secret_id = os.environ.get("CCPROXY_SECRET_ID")
+    if secret_id:
+        return f"the secret {secret_id}"
+    if os.environ.get("CCPROXY_SECRETS_FILE"):
+        return f"the secrets file {os.environ['CCPROXY_SECRETS_FILE']}"
+    return "no secret (CCPROXY_SECRET_ID is not set)"
+
+
+class RequireAccessKey:
+    """ASGI middleware: while no access key is configured (or the secret
+    cannot be read), every route but /health is answered 503 in the error
+    shape of the route's protocol, and the reason is logged."""
+
+    def __init__(self, app: Any, keys: KeyRing, active_group: str) -> None:
+        self.app = app
+        self.keys = keys
+        self.active_group = active_group
+        self.table = RouteTable(CODECS)
+        self._logged: dict[str, float] = {}
+
+    def problem(self) -> str | None:
+        """Why requests cannot be served, or None when they can. The secret
+        is cached, so this costs a dictionary lookup on most requests."""
+        try:
+            if self.keys.access_keys():
+                return None
+        except SecretsError as exc:
+            return f"the keys cannot be read: {exc}"
+        return (
+            f"no access key is configured: keys come only from {where_keys_live()}, "
+            "which has no access_keys; add one (ccproxy keys push) and it takes effect within 5 minutes"
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        problem = self.problem()
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        if now - self._logged.get(problem, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._logged[problem] = now
+            log.error("refusing every request: %s", problem)
+        prefix = split_prefix(scope["path"], self.active_group)
+        found = self.table.match(scope["method"], prefix.path, Headers(scope=scope))
+        codec = found[1] if found else CODECS["openai"]
+        error = ProxyError(503, f"ccproxy is not ready: {problem}", kind="unavailable")
+        response = JSONResponse(codec.encode_error(error), status_code=503, headers=codec.error_headers(error))
+        await response(scope, receive, send)
+
+
+def _log_sink() -> Any:
+    try:
+        from .stores.logs import log_sink_from_env
+    except ImportError:  # research logging not available in this build
+        return None
+    return log_sink_from_env()
+
+
 def create() -> Starlette:
-    config = load(config_path())
-    return create_app(
-        Settings(config=config, secrets=secret_store_from_env(None), open_when_no_keys=False, state=state_store_from_env())
+    """The app for both functions (uvicorn's factory for the streaming one,
+    Mangum's app for the API one), built once per execution environment."""
+    logger = telemetry.setup_logging()
+    path = config_path()
+    config = secret_only(load(path))
+    secrets = secret_store_from_env(None)
+    settings = Settings(config=config, secrets=secrets, open_when_no_keys=False, state=state_store_from_env())
+    logs = _log_sink()
+    if logs is not None and hasattr(settings, "logs"):
+        settings.logs = logs
+    app = create_app(settings)
+    # add_middleware puts each new one outermost: request ids wrap everything.
+    app.add_middleware(RequireAccessKey, keys=KeyRing(config, secrets), active_group=config.active_group)
+    app.add_middleware(telemetry.RequestContext, logger=logger)
+    log.info(
+        "ccproxy ready: config %s; keys from %s; state in %s",
+        path,
+        where_keys_live(),
+        f"table {os.environ['CCPROXY_TABLE']}" if os.environ.get("CCPROXY_TABLE") else "SQLite",
     )
+    return app

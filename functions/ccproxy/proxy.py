@@ -315,37 +315,29 @@ class Proxy:
         image.media_type = response.headers.get("content-type", "image/png").split(";")[0]
         image.url = None
 
-    # ------------------------------------------------------------ count tokens
+    # ------------------------------------------------------------ count tokens and embeddings
+    # One upstream call on the first target, never touching key health.
 
     async def count_tokens(self, call: Call) -> Answer:
         client = call.codec
         request = client.decode_count_request(call.body, call.ctx)
-        resolution = routing.resolve(self.config, call.group, request.model)
-        attempt = self._attempt(resolution.targets[0])
-        upstream = attempt.codec
-        model = attempt.target.model
+        attempt = self._first_target(call, request.model)
+        upstream, model = attempt.codec, attempt.target.model
         path = upstream.count_path(model)
         if path is None:
             return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
         passthrough = upstream is client and call.route.passthrough
         body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_count_request(request, model)
-        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
-        content = await _read(response)
-        if response.status_code >= 400:
-            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+        content = await self._call_once(attempt, path, body)
         if passthrough:
             return Answer(raw=content)
         return Answer(json=client.encode_count_response(upstream.decode_count_response(_parse_json(content))))
 
-    # ------------------------------------------------------------ embeddings
-
     async def embed(self, call: Call) -> Answer:
         client = call.codec
         request = client.decode_embed_request(call.body, call.ctx)
-        resolution = routing.resolve(self.config, call.group, request.model)
-        attempt = self._attempt(resolution.targets[0])
-        upstream = attempt.codec
-        model = attempt.target.model
+        attempt = self._first_target(call, request.model)
+        upstream, model = attempt.codec, attempt.target.model
         path = upstream.embed_path(model)
         if path is None:
             raise ProxyError(
@@ -355,14 +347,21 @@ class Proxy:
             )
         passthrough = upstream is client and call.route.passthrough
         body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_embed_request(request, model)
-        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
-        content = await _read(response)
-        if response.status_code >= 400:
-            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+        content = await self._call_once(attempt, path, body)
         if passthrough:
             return Answer(raw=content)
         embedded = upstream.decode_embed_response(_parse_json(content))
         return Answer(json=client.encode_embed_response(embedded, request))
+
+    def _first_target(self, call: Call, model: str) -> Attempt:
+        return self._attempt(routing.resolve(self.config, call.group, model).targets[0])
+
+    async def _call_once(self, attempt: Attempt, path: str, body: Any) -> bytes:
+        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
+        content = await _read(response)
+        if response.status_code >= 400:
+            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+        return content
 
 
 async def _read(response: httpx.Response) -> bytes:

@@ -23,6 +23,7 @@ from ..unified import (
     Protocol,
     Request,
     Response,
+    StreamError,
     StreamEvent,
 )
 
@@ -101,6 +102,39 @@ class StreamDecoder(ABC):
 
     @abstractmethod
     def close(self) -> list[StreamEvent]: ...
+
+
+class RecordDecoder(StreamDecoder):
+    """A StreamDecoder over a framing (SSE events or NDJSON lines): each
+    whole record goes to `_record`; at EOF, a stream that had not reached its
+    protocol's end is reported as a 502 StreamError."""
+
+    def __init__(self, framing: Any) -> None:
+        self.framing = framing
+
+    @abstractmethod
+    def _record(self, record: Any, events: list[StreamEvent]) -> None: ...
+
+    @abstractmethod
+    def _ended(self) -> bool:
+        """Whether the stream reached its finish (or an error) already."""
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        for record in self.framing.feed(chunk):
+            self._record(record, events)
+        return events
+
+    def close(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        try:
+            for record in self.framing.close():
+                self._record(record, events)
+        except ProxyError:
+            pass  # a record cut off by EOF: reported below as an early end
+        if not self._ended():
+            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
+        return events
 
 
 class Codec(ABC):

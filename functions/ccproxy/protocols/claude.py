@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ProxyError, status_for_kind
-from ..framing import SSEDecoder, parse_json_data
+from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import for_anthropic, new_call_id
 from ..jsonutil import dumpb
 from ..unified import (
@@ -42,7 +42,7 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, Route, StreamDecoder, StreamEncoder
+from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
 from .common import effort_to_budget, retry_after, validate
 
 log = logging.getLogger("ccproxy")
@@ -451,36 +451,23 @@ class _DecoderState(enum.Enum):
     DONE = "done"            # message_stop or error
 
 
-class _EventDecoder(StreamDecoder):
+class _EventDecoder(RecordDecoder):
     def __init__(self) -> None:
-        self.sse = SSEDecoder()
+        super().__init__(SSEDecoder())
         self.state = _DecoderState.WAITING
         self.blocks: dict[int, tuple[str, int]] = {}  # block index -> (type, call index)
         self.calls = 0
         self.raw_usage: dict[str, Any] = {}
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self.sse.feed(chunk):
-            self._event(sse.event, sse.data, events)
-        return events
-
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        try:
-            for sse in self.sse.close():
-                self._event(sse.event, sse.data, events)
-        except ProxyError:
-            pass  # a record cut off by EOF: reported below as an early end
-        if self.state in (_DecoderState.WAITING, _DecoderState.STREAMING):
-            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
-        return events
+    def _ended(self) -> bool:
+        return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
 
     def _usage(self, raw: dict[str, Any] | None) -> UsageUpdate:
         self.raw_usage.update({k: v for k, v in (raw or {}).items() if isinstance(v, int)})
         return UsageUpdate(_usage_from(self.raw_usage))
 
-    def _event(self, name: str | None, data: str, events: list[StreamEvent]) -> None:
+    def _record(self, record: SSEEvent, events: list[StreamEvent]) -> None:
+        name, data = record.event, record.data
         if self.state is _DecoderState.DONE or not data:
             return
         body = parse_json_data(data)

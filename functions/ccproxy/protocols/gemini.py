@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ..errors import ProxyError, kind_for_status
-from ..framing import SSEDecoder, parse_json_data
+from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import new_call_id
 from ..jsonutil import dumpb, dumps, loads_object
 from ..unified import (
@@ -42,7 +42,7 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, Route, StreamDecoder, StreamEncoder
+from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
 from .common import effort_to_budget, pair_tool_results, text_of
 from .gemini_schema import from_gemini, has_properties, to_gemini
 
@@ -430,30 +430,17 @@ class _DecoderState(enum.Enum):
     FAILED = "failed"        # an error record seen
 
 
-class _ChunkDecoder(StreamDecoder):
+class _ChunkDecoder(RecordDecoder):
     def __init__(self) -> None:
-        self.sse = SSEDecoder()
+        super().__init__(SSEDecoder())
         self.state = _DecoderState.WAITING
         self.calls = 0
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self.sse.feed(chunk):
-            self._record(sse.data, events)
-        return events
+    def _ended(self) -> bool:
+        return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
 
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        try:
-            for sse in self.sse.close():
-                self._record(sse.data, events)
-        except ProxyError:
-            pass  # a record cut off by EOF: reported below as an early end
-        if self.state in (_DecoderState.WAITING, _DecoderState.STREAMING):
-            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
-        return events
-
-    def _record(self, data: str, events: list[StreamEvent]) -> None:
+    def _record(self, record: SSEEvent, events: list[StreamEvent]) -> None:
+        data = record.data
         if not data or self.state is _DecoderState.FAILED:
             return
         body = parse_json_data(data)

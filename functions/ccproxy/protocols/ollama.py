@@ -40,7 +40,7 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, Route, StreamDecoder, StreamEncoder
+from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
 from .common import now_iso, pair_tool_results, sniff_image_type, text_of, validate
 
 # What ccproxy reports as its Ollama version: recent enough that clients
@@ -316,30 +316,16 @@ class _DecoderState(enum.Enum):
     DONE = "done"            # the done line, or an error line
 
 
-class _LineDecoder(StreamDecoder):
+class _LineDecoder(RecordDecoder):
     def __init__(self) -> None:
-        self.lines = NDJSONDecoder()
+        super().__init__(NDJSONDecoder())
         self.state = _DecoderState.WAITING
         self.calls = 0
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for line in self.lines.feed(chunk):
-            self._line(line, events)
-        return events
+    def _ended(self) -> bool:
+        return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
 
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        try:
-            for line in self.lines.close():
-                self._line(line, events)
-        except ProxyError:
-            pass  # a record cut off by EOF: reported below as an early end
-        if self.state is not _DecoderState.DONE:
-            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
-        return events
-
-    def _line(self, body: Any, events: list[StreamEvent]) -> None:
+    def _record(self, body: Any, events: list[StreamEvent]) -> None:
         if self.state is _DecoderState.DONE or not isinstance(body, dict):
             return
         if body.get("error"):

@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ProxyError, status_for_kind
-from ..framing import SSEDecoder, parse_json_data
+from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import for_openai, new_call_id
 from ..jsonutil import dumpb, dumps, loads_object
 from ..unified import (
@@ -43,7 +43,7 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, Route, StreamDecoder, StreamEncoder
+from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
 from .common import budget_to_effort, call_names, data_url, parse_data_url, retry_after, text_of, validate
 
 # ---------------------------------------------------------------- wire models (client requests)
@@ -440,31 +440,18 @@ class _DecoderState(enum.Enum):
     DONE = "done"            # [DONE] seen
 
 
-class _ChunkDecoder(StreamDecoder):
+class _ChunkDecoder(RecordDecoder):
     def __init__(self) -> None:
-        self.sse = SSEDecoder()
+        super().__init__(SSEDecoder())
         self.state = _DecoderState.WAITING
         self.calls: dict[int, int] = {}  # OpenAI index -> unified index
         self.open_calls: list[int] = []
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self.sse.feed(chunk):
-            self._event(sse.data, events)
-        return events
+    def _ended(self) -> bool:
+        return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
 
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        try:
-            for sse in self.sse.close():
-                self._event(sse.data, events)
-        except ProxyError:
-            pass  # a record cut off by EOF: reported below as an early end
-        if self.state in (_DecoderState.WAITING, _DecoderState.STREAMING):
-            events.append(StreamError(ProxyError(502, "the upstream stream ended before it finished")))
-        return events
-
-    def _event(self, data: str, events: list[StreamEvent]) -> None:
+    def _record(self, record: SSEEvent, events: list[StreamEvent]) -> None:
+        data = record.data
         if not data or self.state is _DecoderState.DONE:
             return
         if data.startswith("[DONE]"):

@@ -1,0 +1,185 @@
+"""Powertools on Lambda: JSON logs that carry the request id, and metrics in
+CloudWatch's embedded metric format (EMF), one JSON line on stdout per
+request that CloudWatch turns into metrics without any API call.
+
+Everything here is lazy and cheap. Importing this module imports nothing
+heavy; Powertools is imported on first use. Outside Lambda every function is
+a no-op, unless asked for:
+
+    metrics   on when AWS_LAMBDA_FUNCTION_NAME is set (Lambda sets it) or
+              CCPROXY_METRICS=1; CCPROXY_METRICS=0 turns them off anywhere
+    JSON logs on when AWS_LAMBDA_FUNCTION_NAME is set or CCPROXY_JSON_LOGS=1
+
+The metrics (namespace `ccproxy`, or POWERTOOLS_METRICS_NAMESPACE), each with
+the dimensions `provider` and `model`:
+
+    Requests         Count         1 per request
+    Errors           Count         1 when the status is 400 or more, else 0
+    UpstreamLatency  Milliseconds  time to the upstream's first byte, when known
+    InputTokens      Count         when the upstream reported usage
+    OutputTokens     Count         likewise
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+NAMESPACE = "ccproxy"
+SERVICE = "ccproxy"  # also the name of the stdlib logger the app logs to
+
+log = logging.getLogger("ccproxy.telemetry")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+_emf_class: Any = None
+_logger: Any = None
+_cold = True
+
+
+def on_lambda() -> bool:
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def _flag(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return None
+    return value in _TRUE
+
+
+def metrics_enabled() -> bool:
+    flag = _flag("CCPROXY_METRICS")
+    return on_lambda() if flag is None else flag
+
+
+def json_logs_enabled() -> bool:
+    flag = _flag("CCPROXY_JSON_LOGS")
+    return on_lambda() if flag is None else flag
+
+
+def _emf() -> Any:
+    """Powertools' EMF provider class, imported on first use (~40 ms)."""
+    global _emf_class
+    if _emf_class is None:
+        from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+        _emf_class = AmazonCloudWatchEMFProvider
+    return _emf_class
+
+
+def record(
+    provider: str,
+    model: str,
+    client_protocol: str,
+    status: int,
+    upstream_latency_ms: float | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+) -> None:
+    """Emit one request's metrics as a single EMF line, flushed at once.
+
+    A no-op unless metrics are enabled (see the module doc). Never raises:
+    metrics must not fail a request."""
+    if not metrics_enabled():
+        return
+    try:
+        # A fresh provider per call: its metric and dimension sets are its
+        # own, so concurrent requests never mix their values (Powertools'
+        # `Metrics` shares one set between every instance). `service=""`
+        # keeps POWERTOOLS_SERVICE_NAME from adding a third dimension.
+        metrics = _emf()(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service="")
+        metrics.add_dimension(name="provider", value=str(provider or "unknown"))
+        metrics.add_dimension(name="model", value=str(model or "unknown"))
+        metrics.add_metadata(key="client_protocol", value=str(client_protocol))
+        metrics.add_metadata(key="status", value=int(status))
+        metrics.add_metric(name="Requests", unit="Count", value=1)
+        metrics.add_metric(name="Errors", unit="Count", value=1 if status >= 400 else 0)
+        if upstream_latency_ms is not None:
+            metrics.add_metric(name="UpstreamLatency", unit="Milliseconds", value=float(upstream_latency_ms))
+        if input_tokens is not None:
+            metrics.add_metric(name="InputTokens", unit="Count", value=int(input_tokens))
+        if output_tokens is not None:
+            metrics.add_metric(name="OutputTokens", unit="Count", value=int(output_tokens))
+        metrics.flush_metrics()
+    except Exception as exc:  # metrics are best effort
+        log.warning("metrics not recorded (%s: %s)", type(exc).__name__, exc)
+
+
+def setup_logging() -> Any:
+    """Structured JSON logging for the `ccproxy` logger and its children, on
+    stdout (where Lambda sends it to CloudWatch). Returns the Powertools
+    Logger, or None when JSON logs are off (then nothing changes)."""
+    global _logger
+    if _logger is not None or not json_logs_enabled():
+        return _logger
+    from aws_lambda_powertools.logging import Logger
+
+    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+    _logger = Logger(service=SERVICE, level=level.upper())
+    return _logger
+
+
+def _header_json(headers: list[tuple[bytes, bytes]], name: bytes) -> dict[str, Any]:
+    for key, value in headers:
+        if key == name:
+            try:
+                found = json.loads(value)
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def request_keys(scope: dict[str, Any]) -> dict[str, Any]:
+    """The ids that tie a log line to its invocation and its HTTP request:
+
+    - under Mangum (the API function), the Lambda context and the API
+      Gateway event are in the ASGI scope;
+    - under the Lambda Web Adapter (the streaming function), the adapter
+      forwards them as the JSON headers x-amzn-lambda-context and
+      x-amzn-request-context.
+    """
+    keys: dict[str, Any] = {}
+    context = scope.get("aws.context")
+    event = scope.get("aws.event")
+    if context is not None or event is not None:
+        request_id = getattr(context, "aws_request_id", None)
+        request_context = (event or {}).get("requestContext") or {}
+    else:
+        headers = scope.get("headers") or []
+        lambda_context = _header_json(headers, b"x-amzn-lambda-context")
+        request_id = lambda_context.get("request_id") or lambda_context.get("aws_request_id")
+        request_context = _header_json(headers, b"x-amzn-request-context")
+    if request_id:
+        keys["function_request_id"] = request_id
+    if request_context.get("requestId"):
+        keys["correlation_id"] = request_context["requestId"]
+    return keys
+
+
+class RequestContext:
+    """ASGI middleware: while a request is served (its streamed body
+    included), every log line carries its request ids and whether it is the
+    environment's cold start. Passes straight through when JSON logs are off."""
+
+    def __init__(self, app: Any, logger: Any) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        global _cold
+        if self.logger is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        keys = request_keys(scope)
+        keys["cold_start"], _cold = _cold, False
+        # Context-local keys (a ContextVar): each request runs in its own
+        # asyncio task, so concurrent requests never see each other's ids.
+        self.logger.thread_safe_append_keys(**keys)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.logger.thread_safe_remove_keys(keys)
