@@ -208,17 +208,27 @@ _pending: set[asyncio.Task] = set()
 
 
 async def _then(stream: AsyncIterator[bytes], after: list) -> AsyncIterator[bytes]:
+    finished = False
     try:
         async for piece in stream:
             yield piece
-    except asyncio.CancelledError:
-        # The client went away: finish the bookkeeping without holding the
-        # cancelled response open.
-        task = asyncio.get_running_loop().create_task(_run_all(after))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
-        raise
+        finished = True
+    finally:
+        if not finished:
+            # The client went away (the stream was cancelled or closed): the
+            # bookkeeping still runs, without holding the dead response open.
+            _spawn(_run_all(after))
     await _run_all(after)
+
+
+def _spawn(work: Any) -> None:
+    try:
+        task = asyncio.get_running_loop().create_task(work)
+    except RuntimeError:  # no loop left (interpreter shutdown): nothing to record into
+        work.close()
+        return
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 async def _run_all(after: list) -> None:

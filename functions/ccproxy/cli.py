@@ -104,6 +104,95 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+SECRET_LIMIT = 65536  # bytes: the most a Secrets Manager secret value holds
+
+
+def _stack_output(stack: str, key: str, region: str | None) -> str | None:
+    import boto3
+
+    reply = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack)
+    for output in reply["Stacks"][0].get("Outputs") or []:
+        if output.get("OutputKey") == key:
+            return output.get("OutputValue")
+    return None
+
+
+def keys_push(args: argparse.Namespace) -> int:
+    """Write the local secrets file into the deployment's secret. Prints key
+    fingerprints and counts, never a key."""
+    import json
+    import os
+
+    from .keys import fingerprint
+    from .stores.secrets import SecretsError, parse_secrets
+
+    config_path = Path(args.config) if args.config else default_path()
+    if args.file:
+        source = Path(args.file)
+    elif os.environ.get("CCPROXY_SECRETS_FILE"):
+        source = Path(os.environ["CCPROXY_SECRETS_FILE"])
+    else:
+        source = config_path.parent / "secrets.json"
+    try:
+        secrets = parse_secrets(json.loads(source.read_text()), str(source))
+    except FileNotFoundError:
+        print(f"ccproxy: no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)",
+              file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ccproxy: {source}: not valid JSON ({exc.__class__.__name__}: line {getattr(exc, 'lineno', '?')})",
+              file=sys.stderr)
+        return 2
+    except (OSError, SecretsError) as exc:
+        print(f"ccproxy: {exc}", file=sys.stderr)
+        return 2
+
+    known: set[str] | None = None
+    if config_path.exists():
+        try:
+            known = set(load(config_path).providers)
+        except ConfigError as exc:
+            print(f"ccproxy: {exc}", file=sys.stderr)
+            return 2
+
+    secret_id = args.secret_id or os.environ.get("CCPROXY_SECRET_ID")
+    try:
+        if not secret_id:
+            secret_id = _stack_output(args.stack, "SecretId", args.region)
+            if not secret_id:
+                print(f"ccproxy: stack {args.stack} has no SecretId output; give --secret-id", file=sys.stderr)
+                return 2
+        document = json.dumps({"providers": secrets.providers, "access_keys": secrets.access_keys},
+                              separators=(",", ":"))
+        if len(document.encode()) > SECRET_LIMIT:
+            print(f"ccproxy: {source} is {len(document.encode())} bytes; a secret holds at most {SECRET_LIMIT}",
+                  file=sys.stderr)
+            return 2
+        if not args.dry_run:
+            import boto3
+
+            boto3.client("secretsmanager", region_name=args.region).put_secret_value(
+                SecretId=secret_id, SecretString=document
+            )
+    except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret or stack
+        print(f"ccproxy: cannot write the secret ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+
+    def listed(keys: list[str]) -> str:
+        return f"{len(keys)} key{'' if len(keys) == 1 else 's'} ({', '.join(fingerprint(k) for k in keys)})"
+
+    print(f"{'would push' if args.dry_run else 'pushed'} {source} to {secret_id}")
+    for provider_id, provider_keys in secrets.providers.items():
+        note = "" if known is None or provider_id in known else f"  (no provider {provider_id!r} in {config_path})"
+        print(f"  provider {provider_id}: {listed(provider_keys)}{note}")
+    print(f"  access keys: {listed(secrets.access_keys)}")
+    if not secrets.access_keys:
+        print("warning: no access_keys: the deployment refuses every request until one is added", file=sys.stderr)
+    if not args.dry_run:
+        print("the functions re-read the secret within 5 minutes; no redeploy needed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ccproxy", description="Any LLM client on any model.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     keys_parser = commands.add_parser("keys", help="list provider keys (by fingerprint), cooldowns and today's usage")
     keys_parser.add_argument("--config", help="config file (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)")
     keys_parser.set_defaults(run=keys, log_level="warning")
+    keys_actions = keys_parser.add_subparsers(dest="keys_action")
+    push_parser = keys_actions.add_parser(
+        "push", help="write the local secrets file into the deployment's Secrets Manager secret"
+    )
+    # SUPPRESS: `ccproxy keys --config F push` keeps the F given before `push`.
+    push_parser.add_argument("--config", default=argparse.SUPPRESS,
+                             help="config file; secrets.json beside it is pushed (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)")
+    push_parser.add_argument("--file", help="the secrets file to push (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)")
+    push_parser.add_argument("--secret-id", help="the secret (default: $CCPROXY_SECRET_ID, then the stack's SecretId output)")
+    push_parser.add_argument("--stack", default="ccproxy", help="the stack whose SecretId output names the secret (default: ccproxy)")
+    push_parser.add_argument("--region", help="AWS region (default: boto3's, e.g. $AWS_REGION)")
+    push_parser.add_argument("--dry-run", action="store_true", help="check and summarize the file; write nothing")
+    push_parser.set_defaults(run=keys_push, log_level="warning")
+    from .logview import add_parser as add_logs_parser
+
+    add_logs_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
     return args.run(args)

@@ -34,6 +34,7 @@ from .config import Config, load
 from .errors import ProxyError
 from .keys import KeyRing
 from .protocols import CODECS
+from .stores.logs import log_sink_from_env
 from .stores.secrets import SecretsError, secret_store_from_env
 from .stores.state import state_store_from_env
 
@@ -83,17 +84,21 @@ class RequireAccessKey:
         self.table = RouteTable(CODECS)
         self._logged: dict[str, float] = {}
 
-    def problem(self) -> str | None:
-        """Why requests cannot be served, or None when they can. The secret
-        is cached, so this costs a dictionary lookup on most requests."""
+    def problem(self) -> tuple[str, str] | None:
+        """Why requests cannot be served, or None when they can: what the
+        client is told (nothing about the deployment) and what is logged.
+        The secret is cached, so this is a dictionary lookup on most requests."""
         try:
             if self.keys.access_keys():
                 return None
         except SecretsError as exc:
-            return f"the keys cannot be read: {exc}"
-        return (
-            f"no access key is configured: keys come only from {where_keys_live()}, "
-            "which has no access_keys; add one (ccproxy keys push) and it takes effect within 5 minutes"
+            return "its keys cannot be read (see its log)", f"the keys cannot be read: {exc}"
+        public = "no access key is configured (see its log)"
+        if not (os.environ.get("CCPROXY_SECRET_ID") or os.environ.get("CCPROXY_SECRETS_FILE")):
+            return public, "no access key is configured: CCPROXY_SECRET_ID is not set, and keys come only from the secret"
+        return public, (
+            f"no access key is configured: {where_keys_live()} has no access_keys; "
+            "add one (ccproxy keys push) and it takes effect within 5 minutes"
         )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -104,24 +109,17 @@ class RequireAccessKey:
         if problem is None:
             await self.app(scope, receive, send)
             return
+        public, detail = problem
         now = time.monotonic()
-        if now - self._logged.get(problem, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
-            self._logged[problem] = now
-            log.error("refusing every request: %s", problem)
+        if now - self._logged.get(detail, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._logged[detail] = now
+            log.error("refusing every request: %s", detail)
         prefix = split_prefix(scope["path"], self.active_group)
         found = self.table.match(scope["method"], prefix.path, Headers(scope=scope))
         codec = found[1] if found else CODECS["openai"]
-        error = ProxyError(503, f"ccproxy is not ready: {problem}", kind="unavailable")
+        error = ProxyError(503, f"ccproxy is not ready: {public}", kind="unavailable")
         response = JSONResponse(codec.encode_error(error), status_code=503, headers=codec.error_headers(error))
         await response(scope, receive, send)
-
-
-def _log_sink() -> Any:
-    try:
-        from .stores.logs import log_sink_from_env
-    except ImportError:  # research logging not available in this build
-        return None
-    return log_sink_from_env()
 
 
 def create() -> Starlette:
@@ -131,11 +129,15 @@ def create() -> Starlette:
     path = config_path()
     config = secret_only(load(path))
     secrets = secret_store_from_env(None)
-    settings = Settings(config=config, secrets=secrets, open_when_no_keys=False, state=state_store_from_env())
-    logs = _log_sink()
-    if logs is not None and hasattr(settings, "logs"):
-        settings.logs = logs
-    app = create_app(settings)
+    app = create_app(
+        Settings(
+            config=config,
+            secrets=secrets,
+            open_when_no_keys=False,
+            state=state_store_from_env(),
+            logs=log_sink_from_env(),
+        )
+    )
     # add_middleware puts each new one outermost: request ids wrap everything.
     app.add_middleware(RequireAccessKey, keys=KeyRing(config, secrets), active_group=config.active_group)
     app.add_middleware(telemetry.RequestContext, logger=logger)

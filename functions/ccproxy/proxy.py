@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
-from . import routing
+from . import routing, telemetry
 from .config import Config, Provider, Target
 from .errors import ProxyError
 from .exchange import Exchange
@@ -156,6 +156,7 @@ class Proxy:
                 if exchange is not None:
                     exchange.attempt(entry.target.provider, entry.target.model, exchange.key_fingerprint or "",
                                      error.status, error.message)
+                telemetry.record(entry.target.provider, entry.target.model, client.protocol, error.status, None, None, None)
                 if not retryable(error):
                     raise
                 await self.rotation.failed(entry, error)
@@ -175,11 +176,17 @@ class Proxy:
         key = keys[turn % len(keys)]
         return Attempt(target, target.provider, provider, CODECS[provider.protocol], key)
 
-    def _record_usage(self, attempt: Attempt, usage: Callable[[], Usage]) -> Callable[[], Awaitable[None]]:
+    def _record_usage(
+        self, call: Call, attempt: Attempt, latency_ms: float, usage: Callable[[], Usage]
+    ) -> Callable[[], Awaitable[None]]:
+        """Usage counters and metrics, once the answer is complete."""
+
         async def record() -> None:
+            used = usage()
+            telemetry.record(attempt.provider_id, attempt.target.model, call.codec.protocol, 200, latency_ms,
+                             used.input_tokens, used.output_tokens)
             if attempt.entry is None:
                 return
-            used = usage()
             try:
                 await self.rotation.used(attempt.entry, used.input_tokens, used.output_tokens)
             except Exception:  # counters must never fail a request that succeeded
@@ -200,7 +207,9 @@ class Proxy:
                 await self._inline_remote_images(request)
             body = upstream.encode_request(rewrite_request(request) if compat else request, model)
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
+        sent = time.perf_counter()
         response = await self._send(attempt, url, body, call.headers if passthrough else None, exchange)
+        latency_ms = (time.perf_counter() - sent) * 1000
         if exchange is not None:
             exchange.mark_upstream_first_byte()
         if response.status_code >= 400:
@@ -218,7 +227,7 @@ class Proxy:
                 exchange.answered(decoded)
                 exchange.mark_client_first_byte()
             media_type = response.headers.get("content-type", "application/json") if passthrough else "application/json"
-            return Answer(raw=out, media_type=media_type, after=[self._record_usage(attempt, lambda: decoded.usage)])
+            return Answer(raw=out, media_type=media_type, after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)])
 
         accumulator = Accumulator()
         chunks = _iterate(response)
@@ -240,7 +249,7 @@ class Proxy:
             stream=_closing(stream, response),
             media_type=call.codec.stream_media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            after=[self._record_usage(attempt, lambda: accumulator.response.usage)],
+            after=[self._record_usage(call, attempt, latency_ms, lambda: accumulator.response.usage)],
         )
 
     async def _send(

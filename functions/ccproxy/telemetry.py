@@ -108,6 +108,18 @@ def record(
         log.warning("metrics not recorded (%s: %s)", type(exc).__name__, exc)
 
 
+def count(name: str, value: int = 1) -> None:
+    """One dimensionless count (for instance LogWriteFailures), as EMF."""
+    if not metrics_enabled():
+        return
+    try:
+        metrics = _emf()(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service="")
+        metrics.add_metric(name=name, unit="Count", value=value)
+        metrics.flush_metrics()
+    except Exception as exc:  # metrics are best effort
+        log.warning("metric %s not recorded (%s: %s)", name, type(exc).__name__, exc)
+
+
 def setup_logging() -> Any:
     """Structured JSON logging for the `ccproxy` logger and its children, on
     stdout (where Lambda sends it to CloudWatch). Returns the Powertools
@@ -163,7 +175,8 @@ def request_keys(scope: dict[str, Any]) -> dict[str, Any]:
 class RequestContext:
     """ASGI middleware: while a request is served (its streamed body
     included), every log line carries its request ids and whether it is the
-    environment's cold start. Passes straight through when JSON logs are off."""
+    environment's first request (cold_start). Passes straight through when
+    JSON logs are off."""
 
     def __init__(self, app: Any, logger: Any) -> None:
         self.app = app
@@ -171,7 +184,8 @@ class RequestContext:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         global _cold
-        if self.logger is None or scope["type"] != "http":
+        # /health is the adapter's readiness check, not an invocation.
+        if self.logger is None or scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
         keys = request_keys(scope)

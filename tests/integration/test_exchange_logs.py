@@ -27,7 +27,7 @@ def sink_dir(stack, tmp_path):
     app.state.recorder.sink = None
 
 
-def records(sink, count: int, timeout: float = 3.0) -> list[dict]:
+def records(sink, count: int, timeout: float = 10.0) -> list[dict]:
     """The sink's records, once `count` have arrived (they are written after
     the answer)."""
     deadline = time.monotonic() + timeout

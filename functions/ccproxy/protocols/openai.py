@@ -375,6 +375,10 @@ class _ChunkEncoder(StreamEncoder):
         if self.state is _EncoderState.ERRORED:
             return b""
         match event:
+            case Start():
+                # The role chunk goes out at once: the client sees its first
+                # byte as soon as the upstream's stream has begun.
+                return self._open("")
             case TextDelta(text=text):
                 return self._open("") + self._chunk({"content": text}) if text else self._open("")
             case ThinkingDelta(text=text):

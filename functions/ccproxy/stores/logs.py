@@ -48,6 +48,9 @@ class LogSink(ABC):
         except Exception as exc:  # the answer is already out; the record is lost, the request is not
             type(self).failures += 1
             log.error("exchange log not written (%s: %s)", type(exc).__name__, exc)
+            from .. import telemetry
+
+            telemetry.count("LogWriteFailures")
             return False
 
 
