@@ -49,6 +49,9 @@ class Settings:
     state: StateStore | None = None
     # Where exchange records go; None turns research logging off.
     logs: LogSink | None = None
+    # On Lambda the environment may freeze once a response is complete, so
+    # follow-up work (usage, logs) must finish inside the response.
+    finish_inside_response: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,10 @@ def create_app(settings: Settings) -> Starlette:
             if exchange is not None:
                 exchange.failed(error.status, error.message)
                 exchange.client_response.add(response.body)
-                response.background = _tasks([recorder.writer(exchange)])
+                if settings.finish_inside_response:
+                    await recorder.writer(exchange)()
+                else:
+                    response.background = _tasks([recorder.writer(exchange)])
             return response
         except Exception:
             log.exception("unexpected failure on %s %s", request.method, request.url.path)
@@ -150,7 +156,7 @@ def create_app(settings: Settings) -> Starlette:
         if exchange is not None:
             exchange.status = answer.status
             answer.after.append(recorder.writer(exchange))
-        return _respond(answer)
+        return _respond(answer, settings.finish_inside_response)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -191,7 +197,13 @@ def _tasks(after: list) -> BackgroundTasks:
     return background
 
 
-def _respond(answer: Answer) -> Response:
+def _respond(answer: Answer, finish_inside: bool = False) -> Response:
+    if finish_inside and answer.after and answer.raw is not None:
+        # The whole body goes out first with its length, so the client has
+        # its answer at once; the response ends only after the follow-up work.
+        headers = {**answer.headers, "content-length": str(len(answer.raw))}
+        return StreamingResponse(_then(_once(answer.raw), answer.after), status_code=answer.status,
+                                 media_type=answer.media_type, headers=headers)
     if answer.stream is not None:
         # A stream runs its follow-up work itself, once its last byte is out
         # and before the response ends (Lambda may freeze right after).
@@ -207,28 +219,35 @@ def _respond(answer: Answer) -> Response:
 _pending: set[asyncio.Task] = set()
 
 
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
 async def _then(stream: AsyncIterator[bytes], after: list) -> AsyncIterator[bytes]:
-    finished = False
+    """The stream, then its follow-up work. The work runs in a task of its
+    own, so a client that goes away (cancelling or closing the stream, even
+    while the work runs) cannot cut it short; a stream that ends normally
+    stays open until the work is done (on Lambda it must finish inside the
+    response)."""
+    work: asyncio.Task | None = None
     try:
         async for piece in stream:
             yield piece
-        finished = True
     finally:
-        if not finished:
-            # The client went away (the stream was cancelled or closed): the
-            # bookkeeping still runs, without holding the dead response open.
-            _spawn(_run_all(after))
-    await _run_all(after)
+        work = _spawn(_run_all(after))
+    if work is not None:
+        await asyncio.shield(work)
 
 
-def _spawn(work: Any) -> None:
+def _spawn(work: Any) -> asyncio.Task | None:
     try:
         task = asyncio.get_running_loop().create_task(work)
     except RuntimeError:  # no loop left (interpreter shutdown): nothing to record into
         work.close()
-        return
+        return None
     _pending.add(task)
     task.add_done_callback(_pending.discard)
+    return task
 
 
 async def _run_all(after: list) -> None:

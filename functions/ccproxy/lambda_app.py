@@ -136,6 +136,7 @@ def create() -> Starlette:
             open_when_no_keys=False,
             state=state_store_from_env(),
             logs=log_sink_from_env(),
+            finish_inside_response=True,
         )
     )
     # add_middleware puts each new one outermost: request ids wrap everything.

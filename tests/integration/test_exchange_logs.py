@@ -147,3 +147,16 @@ def test_a_failing_sink_leaves_the_answer_intact(proxy_url, upstreams, stack, mo
         assert sum("exchange log not written" in r.getMessage() for r in caplog.records) == 2
     finally:
         app.state.recorder.sink = None
+
+
+def test_sampling_records_only_its_share(proxy_url, upstreams, stack, sink_dir):
+    recorder = stack[2].state.recorder
+    recorder.sample = 0.0
+    try:
+        client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+        for _ in range(3):
+            client.chat.completions.create(model=alias("openai"), messages=[{"role": "user", "content": QUESTION}])
+        time.sleep(0.2)
+        assert DirectorySink(sink_dir).keys() == []
+    finally:
+        recorder.sample = 1.0

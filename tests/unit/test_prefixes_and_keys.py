@@ -73,3 +73,47 @@ def test_who_turns_compat_mode_on():
     assert use_compat("auto", False, textual) is True     # the provider's tool_mode
     assert use_compat("native", True, textual) is False   # a group's native wins
     assert use_compat("compat", False, native) is True    # a group's compat wins
+
+
+def test_on_lambda_whole_answers_finish_their_bookkeeping_inside_the_response():
+    import asyncio
+
+    from ccproxy.app import _respond
+    from ccproxy.proxy import Answer
+
+    done = []
+
+    async def bookkeeping():
+        done.append("written")
+
+    async def run():
+        response = _respond(Answer(raw=b'{"ok":true}', after=[bookkeeping]), finish_inside=True)
+        assert response.headers["content-length"] == "11"
+        body = b""
+        async for piece in response.body_iterator:
+            body += piece
+            assert done == [], "the body must go out before the bookkeeping runs"
+        return body
+
+    assert asyncio.run(run()) == b'{"ok":true}'
+    assert done == ["written"]
+
+
+def test_captures_keep_their_cap_and_say_so():
+    from ccproxy.exchange import Capture
+
+    capture = Capture(limit=10)
+    capture.add(b"12345")
+    capture.add(b"67890abc")
+    capture.add(b"more")
+    assert capture.text() == "1234567890" and capture.truncated
+
+
+def test_records_redact_every_known_key_wherever_it_is():
+    from ccproxy.exchange import Exchange
+
+    exchange = Exchange(route="POST /v1/messages", client_protocol="claude", group="default", limit=1000)
+    exchange.client_request.add(b'{"messages":[{"role":"user","content":"my key sk-secret-123456 here"}]}')
+    exchange.system = "use sk-secret-123456"
+    record = exchange.record(["sk-secret-123456"])
+    assert "sk-secret-123456" not in str(record) and record["system"] == "use [redacted]"
