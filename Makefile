@@ -8,7 +8,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # Offline and quiet: no telemetry, no region lookup.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam
 
-.PHONY: setup run test lint-template clean
+.PHONY: setup run test lint-template bench clean
 
 setup: $(STAMP)
 
@@ -34,5 +34,10 @@ lint-template: $(SAM_STAMP)
 test: $(STAMP) lint-template
 	$(BIN)/python -m pytest
 
+# Figures for the README: ccproxy beside LiteLLM's proxy (installed by the
+# script into bench/.venv-litellm). BENCH_ARGS=--quick for a short run.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) bench/.venv-litellm .pytest_cache
