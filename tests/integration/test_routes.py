@@ -5,6 +5,8 @@ call for it."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import ollama
@@ -238,3 +240,72 @@ def test_a_client_that_hangs_up_cancels_the_upstream_request(proxy_url, upstream
     while upstreams[upstream].hung_up == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstreams[upstream].hung_up == 1, "the upstream kept streaming to nobody"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("upstream", ["openai", "claude", "gemini", "ollama"])
+def test_ollama_generate_on_every_upstream(proxy_url, upstreams, upstream, stream):
+    upstreams[upstream].script("text")
+    client = ollama.Client(host=proxy_url, headers={"Authorization": f"Bearer {ACCESS_KEY}"})
+    if stream:
+        parts = list(client.generate(model=alias(upstream), prompt=QUESTION, system="Be brief.", stream=True))
+        text = "".join(p.response for p in parts)
+        final = parts[-1]
+    else:
+        final = client.generate(model=alias(upstream), prompt=QUESTION, system="Be brief.")
+        text = final.response
+    assert text == scenarios.TEXT
+    assert final.done and final.done_reason == "stop"
+    assert (final.prompt_eval_count, final.eval_count) == (scenarios.PROMPT_TOKENS, scenarios.OUTPUT_TOKENS)
+    sent = json.dumps(upstreams[upstream].last.json, ensure_ascii=False)
+    assert QUESTION in sent and "Be brief." in sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_sdk_default_api_version(proxy_url, upstreams, stream):
+    upstreams["claude"].script("text")
+    client = genai.Client(api_key=ACCESS_KEY, http_options=gtypes.HttpOptions(base_url=proxy_url))
+    if stream:
+        text = "".join(c.text or "" for c in client.models.generate_content_stream(model=alias("claude"), contents=QUESTION))
+    else:
+        text = client.models.generate_content(model=alias("claude"), contents=QUESTION).text
+    assert text == scenarios.TEXT
+
+
+def test_gemini_chat_history_keeps_streamed_turns(proxy_url, upstreams):
+    upstreams["openai"].script("text", "text")
+    client = genai.Client(api_key=ACCESS_KEY, http_options=gtypes.HttpOptions(base_url=proxy_url, api_version="v1beta"))
+    chat = client.chats.create(model=alias("openai"))
+    for _ in chat.send_message_stream(QUESTION):
+        pass
+    for _ in chat.send_message_stream("And tomorrow?"):
+        pass
+    history = chat.get_history(curated=True)
+    assert [c.role for c in history][:2] == ["user", "model"] and len(history) >= 4
+    second = upstreams["openai"].last.json["messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[1]["content"] == scenarios.TEXT
+
+
+@pytest.mark.parametrize("upstream", ["claude", "gemini", "openai", "ollama"])
+def test_a_claude_code_style_request(proxy_url, upstreams, upstream):
+    """What Claude Code sends: the beta surface (?beta=true, anthropic-beta),
+    system blocks and tools with cache_control, metadata, thinking, a stream."""
+    upstreams[upstream].script("tool_call")
+    client = anthropic.Anthropic(base_url=proxy_url, api_key=ACCESS_KEY, max_retries=0)
+    tools = [{"name": "get_weather", "description": "Weather", "cache_control": {"type": "ephemeral"},
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                               "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}}]
+    with client.beta.messages.stream(
+        model=alias(upstream), max_tokens=32000, betas=["interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14"],
+        system=[{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION, "cache_control": {"type": "ephemeral"}}]}],
+        tools=tools, metadata={"user_id": "user_abc"}, thinking={"type": "enabled", "budget_tokens": 4000},
+    ) as stream:
+        message = stream.get_final_message()
+    calls = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert calls == [("get_weather", scenarios.WEATHER_ARGS)] and message.stop_reason == "tool_use"
+    recorded = upstreams[upstream].last
+    if upstream == "claude":
+        assert recorded.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
+    assert "You are Claude Code." in json.dumps(recorded.json)
