@@ -24,7 +24,7 @@ from starlette.routing import Route as StarletteRoute
 from .config import Config
 from .exchange import Exchange
 from .errors import ProxyError
-from .keys import KeyRing
+from .keys import KeyRing, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .proxy import Answer, Call, Proxy
@@ -141,6 +141,7 @@ def create_app(settings: Settings) -> Starlette:
             )
             answer = await proxy.handle(call)
         except ProxyError as error:
+            error.message = scrub(error.message, keys.secrets())
             response = _error(codec, error)
             if exchange is not None:
                 exchange.failed(error.status, error.message)

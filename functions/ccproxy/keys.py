@@ -71,3 +71,12 @@ class KeyRing:
             except ProxyError:
                 continue
         return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every secret replaced (an upstream error that echoes the
+    key it was sent, say)."""
+    for secret in secrets:
+        if secret and len(secret) >= 8 and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text

@@ -18,7 +18,7 @@ from . import routing, telemetry
 from .config import Config, Provider, Target
 from .errors import ProxyError
 from .exchange import Exchange
-from .keys import KeyRing, fingerprint
+from .keys import KeyRing, fingerprint, scrub
 from .pipeline import convert_stream, tap_stream
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
@@ -28,7 +28,7 @@ from .stores.state import MemoryStateStore, StateStore
 from .compat import CompatStream, parse_response, rewrite_request
 from .exchange import Capture
 from .jsonutil import dumpb
-from .unified import Accumulator, Image, Request, Usage
+from .unified import Accumulator, Image, Request, StreamError, StreamEvent, Usage
 from .upstream import UpstreamClient, timeout
 
 log = logging.getLogger("ccproxy")
@@ -236,11 +236,16 @@ class Proxy:
         if passthrough:
             stream = tap_stream(chunks, upstream.stream_decoder(), accumulator.add)
         else:
+            def observe(event: StreamEvent) -> None:
+                if isinstance(event, StreamError):  # its message reaches the client
+                    event.error.message = scrub(event.error.message, self.keys.secrets())
+                accumulator.add(event)
+
             stream = convert_stream(
                 chunks,
                 upstream.stream_decoder(),
                 call.codec.stream_encoder(request),
-                accumulator.add,
+                observe,
                 CompatStream(request.tools) if compat else None,
             )
         if exchange is not None:

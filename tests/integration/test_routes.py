@@ -309,3 +309,39 @@ def test_a_claude_code_style_request(proxy_url, upstreams, upstream):
     if upstream == "claude":
         assert recorded.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
     assert "You are Claude Code." in json.dumps(recorded.json)
+
+
+def test_an_upstream_that_echoes_its_key_does_not_leak_it():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from ccproxy.app import Settings, create_app
+    from ccproxy.config import parse
+    from ccproxy.stores.secrets import NoSecrets
+    from tests.support.server import serving
+
+    key = "sk-echoed-key-0123456789"
+
+    async def chat(request):
+        body = await request.json()
+        if body.get("stream"):
+            async def events():
+                yield b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+                yield ('data: {"error":{"message":"stream broke for ' + key + '","type":"server_error"}}\n\n').encode()
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}},
+                            status_code=400)
+
+    with serving(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])) as upstream:
+        config = parse({"providers": {"up": {"protocol": "openai", "base_url": upstream.url + "/v1", "keys": [key]}},
+                        "groups": {"default": {"models": {"*": ["up/m"]}}}, "access_keys": [ACCESS_KEY]}, "test")
+        with serving(create_app(Settings(config=config, secrets=NoSecrets()))) as proxy:
+            client = anthropic.Anthropic(base_url=proxy.url, api_key=ACCESS_KEY, max_retries=0)
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+            assert key not in str(caught.value.body) and "[redacted]" in str(caught.value.body)
+            with pytest.raises(anthropic.APIStatusError) as broke:
+                with client.messages.stream(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]) as s:
+                    s.get_final_message()
+            assert key not in str(broke.value.body) and "stream broke" in str(broke.value.body)
