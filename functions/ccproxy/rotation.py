@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from .config import Target
 from .errors import ProxyError
 from .keys import KeyRing, fingerprint
-from .stores.state import StateStore
+from .stores.state import Cooldown, StateStore
 
 # How long a key rests after each kind of failure (issue 3): a rate limit for
 # what the upstream asked, or a minute; bad credentials for long; a server
@@ -24,6 +24,10 @@ RATE_LIMIT_DEFAULT = 60.0
 AUTH_FAILURE = 3600.0
 SERVER_FAILURE = 10.0
 MAX_COOLDOWN = 86400.0
+# How long a process trusts what it last read of a pool's cooldowns. Its own
+# failures are seen at once; another process's within this time. It saves a
+# store round trip per request (a network call on DynamoDB).
+COOLDOWN_VIEW_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class Rotation:
         # DynamoDB calls block for milliseconds: they run in a worker thread.
         # SQLite answers in microseconds: a thread hop would cost more.
         self.offload = offload
+        self._views: dict[tuple[str, ...], tuple[float, dict[str, Cooldown]]] = {}
 
     async def _call(self, function, *args):
         if self.offload:
@@ -133,8 +138,7 @@ class Rotation:
         rotated = entries[start:] + entries[:start]
         unique = list({entry.name + "|" + str(entry.target): entry for entry in rotated}.values())
         now = self.clock()
-        names = {name for entry in unique for name in (entry.name, cool_name(entry))}
-        cooling = await self._call(self.state.cooling, sorted(names), now)
+        cooling = await self._cooling(tuple(sorted({n for e in unique for n in (e.name, cool_name(e))})), now)
         ready = [e for e in unique if e.name not in cooling and cool_name(e) not in cooling]
         if ready:
             return ready
@@ -147,6 +151,13 @@ class Rotation:
             retry_after=max(1.0, soonest - now),
         )
 
+    async def _cooling(self, names: tuple[str, ...], now: float) -> dict[str, Cooldown]:
+        view = self._views.get(names)
+        if view is None or now - view[0] >= COOLDOWN_VIEW_SECONDS:
+            view = (now, await self._call(self.state.cooling, names, now))
+            self._views[names] = view
+        return {name: c for name, c in view[1].items() if c.until > now}
+
     async def failed(self, entry: Entry, error: ProxyError) -> None:
         """Cool the entry's key after an upstream failure."""
         now = self.clock()
@@ -158,6 +169,7 @@ class Rotation:
         # and server trouble are counted per model (Gemini's quotas are).
         name = entry.name if error.status in (401, 403) else cool_name(entry)
         await self._call(self.state.cool, name, until, reason)
+        self._views.clear()  # this process sees its own cooldown at once
 
     async def used(self, entry: Entry, input_tokens: int | None, output_tokens: int | None) -> None:
         day = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc).strftime("%Y-%m-%d")

@@ -137,3 +137,23 @@ def test_usage_is_counted_per_key_per_day():
     (usage,) = rotation.state.usage("1970-01-12")
     assert (usage.entry, usage.requests, usage.input_tokens, usage.output_tokens) == (entries[0].name, 2, 15, 3)
     assert "ka1" not in usage.entry
+
+
+def test_another_process_cooldown_is_seen_within_a_second():
+    rotation, entries, clock = rotation_for({"m": ["a/x"]})
+    other = Rotation(rotation.keys, rotation.state, offload=False, clock=clock)
+
+    async def run():
+        before = await other.plan("pool", entries)           # other reads the store, and keeps the view
+        await rotation.failed(entries[0], ProxyError(429, "slow", retry_after=60))
+        mine = await rotation.plan("pool", entries)           # this process sees its own cooldown at once
+        still = await other.plan("pool", entries)
+        clock.now += 1.01
+        later = await other.plan("pool", entries)
+        return before, mine, still, later
+
+    before, mine, still, later = asyncio.run(run())
+    cooled = entries[0].name
+    assert cooled in [e.name for e in before] and cooled not in [e.name for e in mine]
+    assert cooled in [e.name for e in still], "the view is trusted for up to a second"
+    assert cooled not in [e.name for e in later]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,18 +53,27 @@ class NoSecrets:
 
 
 class FileSecretStore:
-    """A local JSON file, re-read when it changes on disk."""
+    """A local JSON file, re-read when it changes on disk (looked at no more
+    than once a second: every request asks)."""
+
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._stamp: float | None = None
         self._secrets = Secrets()
+        self._checked = float("-inf")
 
     def get(self) -> Secrets:
+        now = time.monotonic()
+        if now - self._checked < self.RECHECK_SECONDS:
+            return self._secrets
+        self._checked = now
         try:
             stamp = self.path.stat().st_mtime
         except OSError:
-            return Secrets()
+            self._secrets, self._stamp = Secrets(), None
+            return self._secrets
         if stamp != self._stamp:
             try:
                 data = json.loads(self.path.read_text())
