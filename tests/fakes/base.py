@@ -356,11 +356,6 @@ class FakeUpstream:
         """A whole JSON answer; "truncated" cuts it in half, as if the
         connection dropped mid-body."""
         data = dumps(value).encode()
-        if scenario.name == "stall":
-            plan = dialect.stream_plan(ctx, scenario.turn)
-            return StreamingResponse(
-                self._stall(plan.head + plan.body[:1], float(options["seconds"])), media_type=dialect.stream_media_type
-            )
         if scenario.name == "truncated":
             data = data[: len(data) // 2]
         return Response(data, media_type="application/json")
