@@ -18,7 +18,6 @@ from .jsonutil import dumps
 from .unified import Response, Text, Thinking, ToolCall
 
 SCHEMA_VERSION = 1
-REDACTED = "[redacted]"
 
 
 def _ms(start: float, end: float | None) -> float | None:
@@ -169,13 +168,11 @@ def redact(document: dict[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
     client pasted into a prompt, an upstream echoing one in an error)."""
     import json
 
+    from .keys import scrub
+
     text = dumps(document)
-    hit = False
-    for secret in secrets:
-        if secret and len(secret) >= 8 and secret in text:
-            text = text.replace(secret, REDACTED)
-            hit = True
-    return json.loads(text) if hit else document
+    scrubbed = scrub(text, list(secrets))
+    return document if scrubbed is text else json.loads(scrubbed)
 
 
 def object_key(record: dict[str, Any], prefix: str = "") -> str:

@@ -73,10 +73,13 @@ class KeyRing:
         return sorted(found, key=len, reverse=True)
 
 
+REDACTED = "[redacted]"
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     """`text` with every secret replaced (an upstream error that echoes the
     key it was sent, say)."""
     for secret in secrets:
         if secret and len(secret) >= 8 and secret in text:
-            text = text.replace(secret, "[redacted]")
+            text = text.replace(secret, REDACTED)
     return text

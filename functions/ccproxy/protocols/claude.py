@@ -43,7 +43,7 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import effort_to_budget, retry_after, validate
+from .common import effort_to_budget, name_tool_results, retry_after, upstream_error_body, validate
 
 log = logging.getLogger("ccproxy")
 
@@ -274,11 +274,7 @@ def _decode(wire: _MessagesRequest, stream: bool) -> Request:
             messages[-1].content.extend(parts)
         else:
             messages.append(Message(role=message.role, content=parts))
-    names = {p.id: p.name for m in messages for p in m.content if isinstance(p, ToolCall)}
-    for message in messages:
-        for part in message.content:
-            if isinstance(part, ToolResult):
-                part.name = names.get(part.id)
+    name_tool_results(messages)
     tool_choice, parallel = _decode_tool_choice(wire.tool_choice)
     fmt = (wire.output_config or {}).get("format")
     return Request(
@@ -771,15 +767,10 @@ class ClaudeCodec(Codec):
         return _EventDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        message = f"upstream error {status}"
-        try:
-            parsed = json.loads(body)
-            error = parsed.get("error") if isinstance(parsed, dict) else None
-            if isinstance(error, dict) and error.get("message"):
-                message = str(error["message"])
-        except ValueError:
-            if body:
-                message = body[:500].decode("utf-8", "replace")
+        parsed, message = upstream_error_body(body, status)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            message = str(error["message"])
         return ProxyError(status, message, retry_after=retry_after(headers))
 
     # ------------------------------------------------------------ models

@@ -116,6 +116,30 @@ def call_names(messages: list[Any]) -> dict[str, str]:
     }
 
 
+def name_tool_results(messages: list[Any]) -> None:
+    """Give each ToolResult without a name the name of the call it answers
+    (by id), for the protocols that need it (Gemini, Ollama)."""
+    from ..unified import ToolResult
+
+    names = call_names(messages)
+    for message in messages:
+        for part in message.content:
+            if isinstance(part, ToolResult) and part.name is None:
+                part.name = names.get(part.id)
+
+
+def upstream_error_body(body: bytes, status: int) -> tuple[Any, str]:
+    """An upstream error body parsed as JSON (None when it is not JSON), and
+    the message to use when the JSON says nothing better: the body's own
+    text, or the bare status."""
+    import json
+
+    try:
+        return json.loads(body), f"upstream error {status}"
+    except ValueError:
+        return None, body[:500].decode("utf-8", "replace") or f"upstream error {status}"
+
+
 def pair_tool_results(messages: list[Any]) -> None:
     """Give every ToolResult the id and name of the call it answers.
 

@@ -43,7 +43,7 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import effort_to_budget, pair_tool_results, text_of
+from .common import call_names, effort_to_budget, pair_tool_results, retry_after, text_of, upstream_error_body
 from .gemini_schema import from_gemini, has_properties, to_gemini
 
 # History the model did not sign itself (another vendor's turn, or a client
@@ -516,7 +516,7 @@ def _error_from(body: Any, status: int) -> ProxyError:
 
 
 def _contents(request: Request) -> list[dict[str, Any]]:
-    names = {p.id: p.name for m in request.messages for p in m.content if isinstance(p, ToolCall)}
+    names = call_names(request.messages)
     contents: list[dict[str, Any]] = []
     for message in request.messages:
         role = "model" if message.role == "assistant" else "user"
@@ -767,15 +767,12 @@ class GeminiCodec(Codec):
         return _ChunkDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return ProxyError(status, body[:500].decode("utf-8", "replace") or f"upstream error {status}")
+        parsed, message = upstream_error_body(body, status)
+        if parsed is None:
+            return ProxyError(status, message)
         error = _error_from(parsed, status)
         error.status = status
         if error.retry_after is None:
-            from .common import retry_after
-
             error.retry_after = retry_after(headers)
         return error
 

@@ -4,7 +4,6 @@ protocol and as an upstream's."""
 from __future__ import annotations
 
 import enum
-import json
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +40,16 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import now_iso, pair_tool_results, sniff_image_type, text_of, validate
+from .common import (
+    call_names,
+    now_iso,
+    pair_tool_results,
+    retry_after,
+    sniff_image_type,
+    text_of,
+    upstream_error_body,
+    validate,
+)
 
 # What ccproxy reports as its Ollama version: recent enough that clients
 # checking for tools and thinking support enable them.
@@ -359,7 +367,7 @@ class _LineDecoder(RecordDecoder):
 
 
 def _encode_messages(request: Request) -> list[dict[str, Any]]:
-    names = {p.id: p.name for m in request.messages for p in m.content if isinstance(p, ToolCall)}
+    names = call_names(request.messages)
     out: list[dict[str, Any]] = []
     if request.system:
         out.append({"role": "system", "content": request.system})
@@ -544,17 +552,10 @@ class OllamaCodec(Codec):
         return _LineDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        from .common import retry_after
-
-        message = f"upstream error {status}"
-        try:
-            parsed = json.loads(body)
-            if isinstance(parsed, dict) and parsed.get("error"):
-                error = parsed["error"]
-                message = error if isinstance(error, str) else str(error.get("message") or error)
-        except ValueError:
-            if body:
-                message = body[:500].decode("utf-8", "replace")
+        parsed, message = upstream_error_body(body, status)
+        if isinstance(parsed, dict) and parsed.get("error"):
+            error = parsed["error"]
+            message = error if isinstance(error, str) else str(error.get("message") or error)
         return ProxyError(status, message, retry_after=retry_after(headers))
 
     # ------------------------------------------------------------ models

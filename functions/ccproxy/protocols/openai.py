@@ -44,7 +44,16 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import budget_to_effort, call_names, data_url, parse_data_url, retry_after, text_of, validate
+from .common import (
+    budget_to_effort,
+    data_url,
+    name_tool_results,
+    parse_data_url,
+    retry_after,
+    text_of,
+    upstream_error_body,
+    validate,
+)
 
 # ---------------------------------------------------------------- wire models (client requests)
 
@@ -263,11 +272,7 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
             message.content.sort(key=lambda p: not isinstance(p, ToolResult))
         if message.role == "assistant":
             message.content = [p for p in message.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
-    names = call_names(messages)
-    for message in messages:
-        for part in message.content:
-            if isinstance(part, ToolResult) and part.name is None:
-                part.name = names.get(part.id)
+    name_tool_results(messages)
     return ("\n\n".join(system) or None), messages
 
 
@@ -675,21 +680,15 @@ class OpenAICodec(Codec):
         return _ChunkDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        message, code, param = f"upstream error {status}", None, None
-        try:
-            import json
-
-            parsed = json.loads(body)
-            error = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
-            if isinstance(error, dict):
-                message = str(error.get("message") or message)
-                code = error.get("code") if isinstance(error.get("code"), str) else None
-                param = error.get("param")
-            elif isinstance(error, str):
-                message = error
-        except ValueError:
-            if body:
-                message = body[:500].decode("utf-8", "replace")
+        parsed, message = upstream_error_body(body, status)
+        code = param = None
+        error = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            param = error.get("param")
+        elif isinstance(error, str):
+            message = error
         return ProxyError(status, message, code=code, param=param, retry_after=retry_after(headers))
 
     # ------------------------------------------------------------ models
