@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 import yaml
 
 from ccproxy.keys import fingerprint
-
-CCPROXY = Path(sys.executable).parent / "ccproxy"
+from tests.support.server import CCPROXY
 
 SECRETS = {
     "providers": {"openai": ["sk-push-one-0123456789", "sk-push-two-0123456789"], "gemini": ["AIza-push-0123456789"]},

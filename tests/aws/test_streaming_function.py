@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.server import free_port, wait_until_healthy
+
 from .conftest import ACCESS_KEY, ROOT
 
 RUN_SH = ROOT / "functions" / "run.sh"
 STALL = 20.0  # seconds the upstream goes quiet after its first records
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -48,18 +43,12 @@ def streaming_function(deployment, tmp_path):
     process = subprocess.Popen([str(RUN_SH)], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.seek(0)
-            raise AssertionError("run.sh did not start: " + log.read())
-        time.sleep(0.1)
+
+    def printed() -> str:
+        log.seek(0)
+        return log.read()
+
+    wait_until_healthy(process, url, printed, timeout=30)
 
     class Function:
         def output(self) -> str:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import yaml
 
 from ccproxy.keys import fingerprint
 from ccproxy.stores.state import SqliteStateStore
-
-CCPROXY = Path(sys.executable).parent / "ccproxy"
+from tests.support.server import CCPROXY
 
 
 def test_keys_lists_fingerprints_cooldowns_and_usage(tmp_path):

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 from ccproxy.exchange import Exchange
 from ccproxy.stores.logs import DirectorySink, S3Sink
 from ccproxy.unified import Response, Text, ToolCall, Usage
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
-
-CCPROXY = Path(sys.executable).parent / "ccproxy"
+from tests.support.server import CCPROXY
 
 
 def sample_record(text: str) -> dict:

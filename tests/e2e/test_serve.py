@@ -3,46 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.server import CCPROXY, free_port, start_ccproxy
+
 ROOT = Path(__file__).resolve().parents[2]
-CCPROXY = Path(sys.executable).parent / "ccproxy"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def served(tmp_path):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("CCPROXY_")}
     env["CCPROXY_STATE"] = str(tmp_path / "state.db")
-    process = subprocess.Popen(
-        [str(CCPROXY), "serve", "--config", str(ROOT / "ccproxy.example.yaml"), "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("ccproxy serve did not start: " + process.stdout.read().decode())
-        time.sleep(0.1)
+    process, url = start_ccproxy(ROOT / "ccproxy.example.yaml", env, tmp_path)
     yield url
     process.terminate()
     process.wait(timeout=10)

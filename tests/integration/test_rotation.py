@@ -4,9 +4,6 @@ two server processes (SQLite, and DynamoDB on moto's server)."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,11 +19,10 @@ from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
 from tests.fakes import FakeUpstream, scenarios
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
-from tests.support.server import BackgroundServer
+from tests.support.server import BackgroundServer, start_ccproxy
 
 from .drivers import ACCESS_KEY, QUESTION
 
-CCPROXY = Path(sys.executable).parent / "ccproxy"
 
 
 @pytest.fixture(scope="module")
@@ -150,30 +146,6 @@ def test_usage_is_recorded_per_key(fresh):
 # ---------------------------------------------------------------- shared between processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(config_path: Path, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([str(CCPROXY), "serve", "--config", str(config_path), "--port", str(port), "--log-level", "warning"],
-                               env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not start: " + process.stdout.read().decode())
-        time.sleep(0.1)
-
-
 def alternate_between_two_processes(tmp_path: Path, env: dict[str, str]) -> Counter:
     fake = FakeUpstream("openai")
     upstream = BackgroundServer(fake.app).start()
@@ -184,7 +156,7 @@ def alternate_between_two_processes(tmp_path: Path, env: dict[str, str]) -> Coun
     }
     config_path = tmp_path / "ccproxy.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    processes = [start_server(config_path, env, tmp_path) for _ in range(2)]
+    processes = [start_ccproxy(config_path, env, tmp_path, "--log-level", "warning") for _ in range(2)]
     try:
         for i in range(8):
             assert ask(processes[i % 2][1], model="m") == scenarios.TEXT
