@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import re
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -24,11 +25,11 @@ from starlette.routing import Route as StarletteRoute
 from .config import Config
 from .exchange import Exchange
 from .errors import ProxyError
-from .keys import KeyRing, scrub
+from .keys import KeyRing, matches, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .proxy import Answer, Call, Proxy
-from .stores.secrets import SecretStore
+from .stores.secrets import SecretsError, SecretStore
 from .stores.logs import LogSink
 from .stores.state import StateStore
 
@@ -52,6 +53,9 @@ class Settings:
     # On Lambda the environment may freeze once a response is complete, so
     # follow-up work (usage, logs) must finish inside the response.
     finish_inside_response: bool = False
+    # Logged when requests are refused for want of an access key: where the
+    # operator should put one.
+    access_key_hint: str = "set access_keys in the config or the secrets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
     table = RouteTable(CODECS)
     fallback = CODECS["openai"]
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
+    gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -121,12 +126,16 @@ def create_app(settings: Settings) -> Starlette:
     async def dispatch(request: Request) -> Response:
         prefix = split_prefix(request.url.path, settings.config.active_group)
         found = table.match(request.method, prefix.path, request.headers)
+        try:
+            access = gate.access_keys()
+        except ProxyError as error:
+            return _error(found[1] if found else fallback, error)
         if found is None:
             return _error(fallback, ProxyError(404, f"no route for {request.method} {request.url.path}"))
         route, codec, params = found
         exchange = recorder.start(request, route, codec, prefix.group)
         try:
-            if not keys.check_access(presented_key(request), open_when_empty=settings.open_when_no_keys):
+            if access and not matches(presented_key(request), access):
                 raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
             body = await _json_body(request, exchange) if request.method == "POST" else None
             call = Call(
@@ -254,6 +263,40 @@ def _spawn(work: Any) -> asyncio.Task | None:
 async def _run_all(after: list) -> None:
     for task in after:
         await task()
+
+
+class AccessGate:
+    """Whether the proxy can serve at all. With no access key configured it
+    is open only where that is safe (a server on loopback); anywhere else,
+    and while the keys cannot be read, every route is refused with 503 in
+    its protocol's shape, and the reason is logged at most once a minute."""
+
+    LOG_INTERVAL = 60.0
+
+    def __init__(self, keys: KeyRing, open_when_no_keys: bool, hint: str) -> None:
+        self.keys = keys
+        self.open_when_no_keys = open_when_no_keys
+        self.hint = hint
+        self._logged: dict[str, float] = {}
+
+    def access_keys(self) -> list[str]:
+        """The keys a client must present (empty: none needed). Raises a 503
+        ProxyError when the proxy cannot serve."""
+        try:
+            keys = self.keys.access_keys()
+        except SecretsError as exc:
+            self._refuse(f"the keys cannot be read: {exc}")
+            raise ProxyError(503, "ccproxy is not ready: its keys cannot be read (see its log)", kind="unavailable") from None
+        if not keys and not self.open_when_no_keys:
+            self._refuse(f"no access key is configured: {self.hint}")
+            raise ProxyError(503, "ccproxy is not ready: no access key is configured (see its log)", kind="unavailable")
+        return keys
+
+    def _refuse(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(reason, -self.LOG_INTERVAL) >= self.LOG_INTERVAL:
+            self._logged[reason] = now
+            log.error("refusing every request: %s", reason)
 
 
 class Recorder:

@@ -54,13 +54,7 @@ class KeyRing:
         keys = self.access_keys()
         if not keys:
             return open_when_empty
-        if not presented:
-            return False
-        given = presented.encode()
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(given, key.encode())
-        return matched
+        return matches(presented, keys)
 
     def secrets(self) -> list[str]:
         """Every key this ring knows, for scrubbing records and logs."""
@@ -71,6 +65,18 @@ class KeyRing:
             except ProxyError:
                 continue
         return sorted(found, key=len, reverse=True)
+
+
+def matches(presented: str | None, keys: list[str]) -> bool:
+    """Whether `presented` is one of `keys`, in constant time for every key,
+    whether or not one matches."""
+    if not presented:
+        return False
+    given = presented.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key.encode())
+    return matched
 
 
 REDACTED = "[redacted]"

@@ -20,27 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 
 from . import telemetry
-from .app import RouteTable, Settings, create_app, split_prefix
+from .app import Settings, create_app
 from .config import Config, load
-from .errors import ProxyError
-from .keys import KeyRing
-from .protocols import CODECS
 from .stores.logs import log_sink_from_env
-from .stores.secrets import SecretsError, secret_store_from_env
+from .stores.secrets import secret_store_from_env
 from .stores.state import state_store_from_env
 
 log = logging.getLogger("ccproxy")
-
-REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about the same refusal
 
 
 def config_path() -> Path:
@@ -72,54 +63,11 @@ def where_keys_live() -> str:
     return "no secret (CCPROXY_SECRET_ID is not set)"
 
 
-class RequireAccessKey:
-    """ASGI middleware: while no access key is configured (or the secret
-    cannot be read), every route but /health is answered 503 in the error
-    shape of the route's protocol, and the reason is logged."""
-
-    def __init__(self, app: Any, keys: KeyRing, active_group: str) -> None:
-        self.app = app
-        self.keys = keys
-        self.active_group = active_group
-        self.table = RouteTable(CODECS)
-        self._logged: dict[str, float] = {}
-
-    def problem(self) -> tuple[str, str] | None:
-        """Why requests cannot be served, or None when they can: what the
-        client is told (nothing about the deployment) and what is logged.
-        The secret is cached, so this is a dictionary lookup on most requests."""
-        try:
-            if self.keys.access_keys():
-                return None
-        except SecretsError as exc:
-            return "its keys cannot be read (see its log)", f"the keys cannot be read: {exc}"
-        public = "no access key is configured (see its log)"
-        if not (os.environ.get("CCPROXY_SECRET_ID") or os.environ.get("CCPROXY_SECRETS_FILE")):
-            return public, "no access key is configured: CCPROXY_SECRET_ID is not set, and keys come only from the secret"
-        return public, (
-            f"no access key is configured: {where_keys_live()} has no access_keys; "
-            "add one (ccproxy keys push) and it takes effect within 5 minutes"
-        )
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
-            await self.app(scope, receive, send)
-            return
-        problem = self.problem()
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        public, detail = problem
-        now = time.monotonic()
-        if now - self._logged.get(detail, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
-            self._logged[detail] = now
-            log.error("refusing every request: %s", detail)
-        prefix = split_prefix(scope["path"], self.active_group)
-        found = self.table.match(scope["method"], prefix.path, Headers(scope=scope))
-        codec = found[1] if found else CODECS["openai"]
-        error = ProxyError(503, f"ccproxy is not ready: {public}", kind="unavailable")
-        response = JSONResponse(codec.encode_error(error), status_code=503, headers=codec.error_headers(error))
-        await response(scope, receive, send)
+def access_key_hint() -> str:
+    """What the log says when requests are refused for want of an access key."""
+    if not (os.environ.get("CCPROXY_SECRET_ID") or os.environ.get("CCPROXY_SECRETS_FILE")):
+        return "CCPROXY_SECRET_ID is not set, and keys come only from the secret"
+    return f"{where_keys_live()} has no access_keys; add one (ccproxy keys push) and it takes effect within 5 minutes"
 
 
 def create() -> Starlette:
@@ -137,10 +85,9 @@ def create() -> Starlette:
             state=state_store_from_env(),
             logs=log_sink_from_env(),
             finish_inside_response=True,
+            access_key_hint=access_key_hint(),
         )
     )
-    # add_middleware puts each new one outermost: request ids wrap everything.
-    app.add_middleware(RequireAccessKey, keys=KeyRing(config, secrets), active_group=config.active_group)
     app.add_middleware(telemetry.RequestContext, logger=logger)
     log.info(
         "ccproxy ready: config %s; keys from %s; state in %s",
