@@ -113,8 +113,7 @@ def presented_key(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
-    offload = type(settings.state).__name__ == "DynamoStateStore"
-    proxy = Proxy(settings.config, keys, state=settings.state, offload_state=offload)
+    proxy = Proxy(settings.config, keys, state=settings.state)
     table = RouteTable(CODECS)
     fallback = CODECS["openai"]
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)

@@ -95,12 +95,11 @@ class Proxy:
         keys: KeyRing,
         http: UpstreamClient | None = None,
         state: StateStore | None = None,
-        offload_state: bool = False,
     ) -> None:
         self.config = config
         self.keys = keys
         self.http = http or UpstreamClient()
-        self.rotation = Rotation(keys, state or MemoryStateStore(), offload=offload_state)
+        self.rotation = Rotation(keys, state or MemoryStateStore())
         self._turns: dict[str, int] = {}  # count_tokens and embeddings only
 
     async def handle(self, call: Call) -> Answer:

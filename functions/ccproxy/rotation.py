@@ -90,17 +90,16 @@ class Rotation:
     """Orders a pool's entries for one request: from the shared turn onward,
     cooling entries left out."""
 
-    def __init__(self, keys: KeyRing, state: StateStore, *, offload: bool, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, keys: KeyRing, state: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
         self.state = state
         self.clock = clock
-        # DynamoDB calls block for milliseconds: they run in a worker thread.
-        # SQLite answers in microseconds: a thread hop would cost more.
-        self.offload = offload
         self._views: dict[tuple[str, ...], tuple[float, dict[str, Cooldown]]] = {}
 
     async def _call(self, function, *args):
-        if self.offload:
+        # A store that blocks on the network (DynamoDB) runs in a worker
+        # thread; SQLite answers in microseconds, less than a thread hop.
+        if self.state.blocks_on_network:
             return await asyncio.to_thread(function, *args)
         return function(*args)
 

@@ -31,7 +31,7 @@ def rotation_for(models: dict, providers: dict | None = None):
     }
     config = parse({"providers": providers, "groups": {"default": {"models": models}}}, "test")
     clock = Clock()
-    rotation = Rotation(KeyRing(config, NoSecrets()), MemoryStateStore(), offload=False, clock=clock)
+    rotation = Rotation(KeyRing(config, NoSecrets()), MemoryStateStore(), clock=clock)
     targets = config.groups["default"].models["m"]
     return rotation, rotation.entries(targets, [t.weight for t in targets]), clock
 
@@ -141,7 +141,7 @@ def test_usage_is_counted_per_key_per_day():
 
 def test_another_process_cooldown_is_seen_within_a_second():
     rotation, entries, clock = rotation_for({"m": ["a/x"]})
-    other = Rotation(rotation.keys, rotation.state, offload=False, clock=clock)
+    other = Rotation(rotation.keys, rotation.state, clock=clock)
 
     async def run():
         before = await other.plan("pool", entries)           # other reads the store, and keeps the view

@@ -45,6 +45,10 @@ class KeyUsage:
 
 
 class StateStore(ABC):
+    # True where each call waits on the network: callers then make it from a
+    # worker thread rather than the event loop.
+    blocks_on_network = False
+
     @abstractmethod
     def next_turn(self, pool: str) -> int:
         """Atomically increment the pool's counter and return the value before
@@ -271,6 +275,8 @@ class DynamoStateStore(StateStore):
     now. Scans are fine for `cooldowns` and `usage`: the table holds a few
     items per key and they serve an admin command, not requests.
     """
+
+    blocks_on_network = True
 
     def __init__(self, table_name: str, client: Any = None) -> None:
         self.table_name = table_name
