@@ -55,7 +55,7 @@ def main() -> None:
         secrets = secret_store_from_env(config_path)
         keys = KeyRing(config, secrets)
         state = SqliteStateStore(tmp / "state.db")
-        rotation = Rotation(keys, state, offload=False)  # as create_app builds it for SQLite
+        rotation = Rotation(keys, state)
         claude, openai = CODECS["claude"], CODECS["openai"]
         raw = bench.job("a", "ccproxy", "http://x", False).body
         body = json.loads(raw)

@@ -151,11 +151,8 @@ def baseline_app(kind: str, upstream: str, case: str):
             return StreamingResponse(relay_aiohttp(), media_type="text/event-stream")
         stream = bool(body.get("stream"))
         target = bench.job(case, "direct", upstream, stream)
-        client = http.get()
-        upstream_request = client.build_request("POST", target.url, content=target.body,
-                                                headers={"content-type": "application/json",
-                                                         "accept-encoding": "identity"}, timeout=timeout(600))
-        response = await client.send(upstream_request, stream=True)
+        response = await http.send("POST", target.url, timeout(600), target.body,
+                                   {"content-type": "application/json", "accept-encoding": "identity"})
         if not stream:
             content = await response.aread()
             await response.aclose()

@@ -7,7 +7,6 @@ hand a Call to the Proxy and write its Answer back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -25,6 +24,7 @@ from starlette.routing import Route as StarletteRoute
 from .config import Config
 from .exchange import Exchange
 from .errors import ProxyError
+from .jsonutil import loads
 from .keys import KeyRing, matches, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
@@ -189,7 +189,7 @@ async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
     if not raw:
         raise ProxyError(400, "the request has no body; send a JSON object")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError as exc:
         raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
 

@@ -7,11 +7,11 @@ break byte never occurs inside a multibyte sequence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProxyError
+from .jsonutil import loads
 
 
 @dataclass(slots=True)
@@ -84,7 +84,7 @@ class NDJSONDecoder:
     @staticmethod
     def _parse(line: bytes) -> Any:
         try:
-            return json.loads(line)
+            return loads(line)
         except ValueError:
             raise ProxyError(502, f"upstream sent a line that is not JSON: {line[:200]!r}") from None
 
@@ -92,6 +92,6 @@ class NDJSONDecoder:
 def parse_json_data(data: str) -> Any:
     """The JSON in an SSE data field; a malformed one is an upstream fault."""
     try:
-        return json.loads(data)
+        return loads(data)
     except ValueError:
         raise ProxyError(502, f"upstream sent an event that is not JSON: {data[:200]!r}") from None

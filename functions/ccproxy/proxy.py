@@ -6,7 +6,6 @@ Knows nothing of Starlette or Lambda: handlers hand in a `Call` and get an
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
 from .compat import CompatStream, parse_response, rewrite_request
 from .exchange import Capture
-from .jsonutil import dumpb
+from .jsonutil import dumpb, loads
 from .unified import Accumulator, Image, Request, StreamError, StreamEvent, Usage
 from .upstream import UpstreamClient, timeout
 
@@ -269,16 +268,12 @@ class Proxy:
             headers["anthropic-beta"] = client_headers["anthropic-beta"]
         headers.update(attempt.codec.auth_headers(attempt.key))
         headers.update(attempt.provider.headers)
-        http = self.http.get()
         content = dumpb(body)
         if exchange is not None:
             exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
             exchange.upstream_request.add(content)
-        request = http.build_request(
-            "POST", url, content=content, headers=headers, timeout=timeout(attempt.provider.timeout)
-        )
         try:
-            return await http.send(request, stream=True)
+            return await self.http.send("POST", url, timeout(attempt.provider.timeout), content, headers)
         except httpx.TimeoutException:
             raise ProxyError(504, f"provider {attempt.provider_id!r} did not answer in time", kind="timeout") from None
         except httpx.HTTPError as exc:
@@ -319,8 +314,9 @@ class Proxy:
         if not url.startswith(("http://", "https://")):
             raise ProxyError(400, f"image URL {url[:80]!r} is neither http(s) nor a data: URL")
         try:
-            response = await self.http.get().get(url, timeout=timeout(30))
-        except httpx.HTTPError as exc:
+            response = await self.http.send("GET", url, timeout(30))
+            await _read(response)
+        except (httpx.HTTPError, httpx.InvalidURL, ProxyError) as exc:
             raise ProxyError(400, f"cannot fetch image {url[:200]} ({type(exc).__name__})") from None
         if response.status_code != 200 or len(response.content) > MAX_INLINED_IMAGE:
             raise ProxyError(400, f"cannot fetch image {url[:200]} (status {response.status_code})")
@@ -390,7 +386,7 @@ async def _read(response: httpx.Response) -> bytes:
 
 def _parse_json(content: bytes) -> Any:
     try:
-        return json.loads(content)
+        return loads(content)
     except ValueError:
         raise ProxyError(502, f"the upstream answered with something that is not JSON: {content[:200]!r}") from None
 

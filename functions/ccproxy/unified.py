@@ -182,11 +182,11 @@ class Usage(_Model):
 
     def merged(self, newer: "Usage") -> "Usage":
         """This usage updated by the fields `newer` reports."""
-        data = self.model_dump()
-        for key, value in newer.model_dump().items():
+        data = dict(self)
+        for key, value in newer:
             if value is not None:
                 data[key] = value
-        return Usage(**data)
+        return Usage.model_construct(**data)  # both sides are validated already
 
 
 class Response(_Model):
@@ -320,41 +320,65 @@ class _OpenCall:
     arguments: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _OpenText:
+    pieces: list[str]
+
+
+@dataclass(slots=True)
+class _OpenThinking:
+    pieces: list[str]
+    signature: str | None = None
+    origin: Protocol | None = None
+    redacted: bool = False
+
+
 class Accumulator:
     """Folds stream events into a whole Response (for logs, compat mode and
-    clients that asked for a whole answer from a streaming path)."""
+    clients that asked for a whole answer from a streaming path).
+
+    It runs on every event of every stream, so it folds into plain lists and
+    builds the pydantic Response only when `response` is read."""
 
     def __init__(self) -> None:
-        self.response = Response()
+        self._id: str | None = None
+        self._model: str | None = None
+        self._parts: list[_OpenText | _OpenThinking | ToolCall] = []
         self._calls: dict[int, _OpenCall] = {}
-        self._usage = Usage()
+        self._usage: dict[str, int] = {}
+        self._stop: tuple[StopReason, str | None] = ("end_turn", None)
+        self._built: Response | None = None
         self.error: Any = None
 
     def add(self, event: StreamEvent) -> None:
-        content = self.response.content
+        self._built = None
+        parts = self._parts
         match event:
-            case Start(id=id_, model=model):
-                self.response.id = id_ or self.response.id
-                self.response.model = model or self.response.model
             case TextDelta(text=text):
-                if content and isinstance(content[-1], Text):
-                    content[-1].text += text
+                if parts and type(parts[-1]) is _OpenText:
+                    parts[-1].pieces.append(text)
                 else:
-                    content.append(Text(text=text))
+                    parts.append(_OpenText([text]))
+            case UsageUpdate(usage=usage):
+                for name, value in usage:
+                    if value is not None:
+                        self._usage[name] = value
             case ThinkingDelta(text=text):
-                last = content[-1] if content else None
-                if isinstance(last, Thinking) and not last.redacted and last.signature is None:
-                    last.text += text
+                if self._open_thinking() is not None:
+                    parts[-1].pieces.append(text)  # type: ignore[union-attr]
                 else:
-                    content.append(Thinking(text=text))
+                    parts.append(_OpenThinking([text]))
             case ThinkingSignature(signature=sig, origin=origin):
-                last = content[-1] if content else None
-                if isinstance(last, Thinking) and not last.redacted and last.signature is None:
+                last = self._open_thinking()
+                if last is not None:
                     last.signature, last.origin = sig, origin
                 else:
-                    content.append(Thinking(signature=sig, origin=origin))
+                    parts.append(_OpenThinking([], sig, origin))
             case RedactedThinking(data=data):
-                content.append(Thinking(signature=data, redacted=True, origin="claude"))
+                parts.append(_OpenThinking([], data, "claude", redacted=True))
+            case Start(id=id_, model=model):
+                self._id = id_ or self._id
+                self._model = model or self._model
             case ToolCallStart(index=i, id=id_, name=name, signature=sig, origin=origin):
                 self._calls[i] = _OpenCall(id_, name, sig, origin)
             case ToolCallDelta(index=i, arguments=args):
@@ -363,17 +387,36 @@ class Accumulator:
             case ToolCallEnd(index=i):
                 call = self._calls.pop(i, None)
                 if call is not None:
-                    content.append(_finished_call(call))
-            case UsageUpdate(usage=usage):
-                self._usage = self._usage.merged(usage)
+                    parts.append(_finished_call(call))
             case Finish(stop_reason=reason, stop_sequence=seq):
                 for i in sorted(self._calls):
-                    content.append(_finished_call(self._calls.pop(i)))
-                self.response.stop_reason = reason
-                self.response.stop_sequence = seq
+                    parts.append(_finished_call(self._calls.pop(i)))
+                self._stop = (reason, seq)
             case StreamError(error=err):
                 self.error = err
-        self.response.usage = self._usage
+
+    def _open_thinking(self) -> _OpenThinking | None:
+        """The thinking block still taking text: not signed, not redacted."""
+        last = self._parts[-1] if self._parts else None
+        if type(last) is _OpenThinking and not last.redacted and last.signature is None:
+            return last
+        return None
+
+    @property
+    def response(self) -> Response:
+        if self._built is None:
+            content: list[Text | Thinking | ToolCall] = []
+            for part in self._parts:
+                if type(part) is _OpenText:
+                    content.append(Text(text="".join(part.pieces)))
+                elif type(part) is _OpenThinking:
+                    content.append(Thinking(text="".join(part.pieces), signature=part.signature,
+                                            redacted=part.redacted, origin=part.origin))
+                else:
+                    content.append(part)
+            self._built = Response(id=self._id, model=self._model, content=content, stop_reason=self._stop[0],
+                                   stop_sequence=self._stop[1], usage=Usage(**self._usage))
+        return self._built
 
 
 def _finished_call(call: _OpenCall) -> ToolCall:

@@ -3,31 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 
 import httpx
 
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=60)
+from . import __version__
+from .transport import FastTransport
+
+USER_AGENT = f"ccproxy/{__version__}"
 
 
 class UpstreamClient:
-    """An httpx.AsyncClient per event loop (Mangum may run each invocation on
-    a new loop; connections cannot cross loops), reused for every request."""
+    """Sends httpx requests over one connection pool per event loop (Mangum
+    may run each invocation on a new loop; connections cannot cross loops).
+
+    The pool is ccproxy's FastTransport, called directly: what httpx's
+    client adds on top (redirects, auth flows, a cookie jar shared by every
+    key, default headers) ccproxy does not want on the hot path. When the
+    environment names an HTTP proxy, requests go through an httpx client
+    instead, which honours it (and NO_PROXY)."""
 
     def __init__(self) -> None:
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._pools: dict[int, FastTransport | httpx.AsyncClient] = {}
+        self._proxied = any(scheme in urllib.request.getproxies() for scheme in ("http", "https", "all"))
 
-    def get(self) -> httpx.AsyncClient:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        timeout: httpx.Timeout,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The response as soon as its head arrives; read or close it."""
+        request = httpx.Request(
+            method, url, content=content, headers={"user-agent": USER_AGENT, **(headers or {})},
+            extensions={"timeout": timeout.as_dict()},
+        )
+        pool = self._pool()
+        if isinstance(pool, httpx.AsyncClient):
+            return await pool.send(request, stream=True)
+        response = await pool.handle_async_request(request)
+        response.request = request
+        return response
+
+    def _pool(self) -> FastTransport | httpx.AsyncClient:
         loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(limits=_LIMITS, timeout=None, follow_redirects=False)
-            self._clients = {loop_id: client}
-        return client
+        pool = self._pools.get(loop_id)
+        if pool is None:
+            if self._proxied:
+                pool = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=True)
+            else:
+                pool = FastTransport()
+            self._pools = {loop_id: pool}
+        return pool
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
 
 
 def timeout(seconds: float) -> httpx.Timeout:

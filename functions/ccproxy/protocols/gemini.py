@@ -435,6 +435,7 @@ class _ChunkDecoder(RecordDecoder):
         super().__init__(SSEDecoder())
         self.state = _DecoderState.WAITING
         self.calls = 0
+        self.usage: Any = None  # the last usageMetadata passed on
 
     def _ended(self) -> bool:
         return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
@@ -458,7 +459,8 @@ class _ChunkDecoder(RecordDecoder):
         for part in _get(candidate.get("content"), "parts") or []:
             self._part(part, events)
         meta = _get(body, "usageMetadata")
-        if meta:
+        if meta and meta != self.usage:  # Gemini repeats it on every chunk
+            self.usage = meta
             events.append(UsageUpdate(_usage_from(meta)))
         finish = _get(candidate, "finishReason")
         blocked = _get(_get(body, "promptFeedback"), "blockReason")
