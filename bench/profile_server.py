@@ -189,7 +189,7 @@ def main() -> int:
                              "forward: Starlette + ccproxy's pooled httpx client relaying the upstream's "
                              "bytes (server stack + upstream client, no conversion)")
     parser.add_argument("--what-if", action="append", default=[],
-                        choices=["memory-state", "fast-ids", "no-secrets-file"],
+                        choices=["memory-state", "fast-ids", "no-secrets-file", "asgi-2.4"],
                         help="measure a suggested fix without editing ccproxy (monkeypatched here): "
                              "memory-state: the in-memory state store instead of SQLite; fast-ids: one "
                              "urandom call per id instead of 24; no-secrets-file: no secrets.json stat per request")
@@ -228,6 +228,12 @@ def main() -> int:
             app = create_app(Settings(config=config, secrets=secrets, open_when_no_keys=True, state=state))
             if args.app != "ccproxy":
                 app = baseline_app(args.app, fake.url, args.case)
+            if "asgi-2.4" in args.what_if:  # Starlette streams without its disconnect-listener task group
+                inner = app
+
+                async def app(scope, receive, send):
+                    scope["asgi"] = {**scope.get("asgi", {}), "spec_version": "2.4"}
+                    await inner(scope, receive, send)
             port = bench.free_port()
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                    access_log=False, http=args.http, loop=args.loop))

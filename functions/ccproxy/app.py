@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from .config import Config
@@ -29,6 +29,7 @@ from .keys import KeyRing, matches, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .proxy import Answer, Call, Proxy
+from .responses import StreamResponse
 from .stores.secrets import SecretsError, SecretStore
 from .stores.logs import LogSink
 from .stores.state import StateStore
@@ -211,13 +212,13 @@ def _respond(answer: Answer, finish_inside: bool = False) -> Response:
         # The whole body goes out first with its length, so the client has
         # its answer at once; the response ends only after the follow-up work.
         headers = {**answer.headers, "content-length": str(len(answer.raw))}
-        return StreamingResponse(_then(_once(answer.raw), answer.after), status_code=answer.status,
-                                 media_type=answer.media_type, headers=headers)
+        return StreamResponse(_then(_once(answer.raw), answer.after), status_code=answer.status,
+                              media_type=answer.media_type, headers=headers)
     if answer.stream is not None:
         # A stream runs its follow-up work itself, once its last byte is out
         # and before the response ends (Lambda may freeze right after).
-        return StreamingResponse(_then(answer.stream, answer.after), status_code=answer.status,
-                                 media_type=answer.media_type, headers=answer.headers)
+        return StreamResponse(_then(answer.stream, answer.after), status_code=answer.status,
+                              media_type=answer.media_type, headers=answer.headers)
     background = _tasks(answer.after) if answer.after else None
     if answer.raw is not None:
         return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers,
