@@ -560,6 +560,8 @@ def ms(value: float | None) -> str:
 def ratio(mine: float | None, theirs: float | None) -> str:
     if mine is None or theirs is None:
         return "—"
+    if mine <= 0:
+        return "n/a (ccproxy ≤ 0)"
     if mine <= 0.05:
         return f"> {theirs / 0.05:.0f}×"
     return f"{theirs / mine:.1f}×"
@@ -639,25 +641,35 @@ def report(out: dict[str, Any]) -> str:
                     parts.append(f"{what} @{concurrency} {statistics.median(getattr(cell, which)) * 1000:.2f} ms")
         lines.append(f"- ({case}) {title}: " + ", ".join(parts))
     lines += [f"- note: {note}" for note in out["notes"]]
-    # Targets (issue 7), on the 1-client rows.
-    verdicts = []
+    # Targets (issue 7): under 1 ms with one client (32 clients on one
+    # server core queue behind each other by design); at least 10 times less
+    # than LiteLLM's on every row.
+    verdicts, negative = [], False
     for case in CASES:
-        for stream, which, what in ((False, "ttlb", "whole"), (True, "ttfb", "first byte"), (True, "ttlb", "last byte")):
-            mine = added(cells, case, stream, 1, "ccproxy", which)
-            theirs = added(cells, case, stream, 1, "litellm", which)
-            if mine is None:
-                continue
-            verdict = f"({case}) {what}: {mine:.2f} ms {'<' if mine < 1 else '≥'} 1 ms"
-            if theirs is not None:
-                verdict += f", {theirs / mine if mine > 0 else float('inf'):.1f}× less than LiteLLM"
-                verdict += " (met)" if mine < 1 and theirs >= 10 * mine else " (missed)"
-            else:
-                verdict += " (met)" if mine < 1 else " (missed)"
-            verdicts.append(verdict)
+        for concurrency in CONCURRENCY:
+            for stream, which, what in ((False, "ttlb", "whole"), (True, "ttfb", "first byte"),
+                                        (True, "ttlb", "last byte")):
+                mine = added(cells, case, stream, concurrency, "ccproxy", which)
+                theirs = added(cells, case, stream, concurrency, "litellm", which)
+                if mine is None:
+                    continue
+                negative = negative or mine < 0
+                met = theirs is None or mine <= 0 or theirs >= 10 * mine
+                verdict = f"({case}) {what} @{concurrency}: {mine:.2f} ms"
+                if concurrency == 1:
+                    met = met and mine < 1
+                    verdict += f" {'<' if mine < 1 else '≥'} 1 ms"
+                if theirs is not None:
+                    verdict += f", {ratio(mine, theirs)} less than LiteLLM"
+                verdicts.append(verdict + (" (met)" if met else " (missed)"))
     if cold:
         verdicts.append(f"cold start {cold[0]:.3f} s {'<' if cold[0] < 0.5 else '≥'} 0.5 s "
                         f"({'met' if cold[0] < 0.5 else 'missed'})")
-    lines.append("- targets at 1 client: " + "; ".join(verdicts))
+    lines.append("- targets: " + "; ".join(verdicts))
+    if negative:
+        lines.append("- note: a negative added latency means the load client was the bottleneck of the direct "
+                     "run: it shares a core with the fake upstream, and through ccproxy it receives fewer, larger "
+                     "chunks (ccproxy hands on together what arrived together), so it has less to do")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ MAX_COOLDOWN = 86400.0
 # failures are seen at once; another process's within this time. It saves a
 # store round trip per request (a network call on DynamoDB).
 COOLDOWN_VIEW_SECONDS = 1.0
+MAX_CACHED_ORDERS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class Rotation:
         self.state = state
         self.clock = clock
         self._views: dict[tuple[str, ...], tuple[float, dict[str, Cooldown]]] = {}
+        self._orders: dict[tuple, list[Entry]] = {}
 
     async def _call(self, function, *args):
         # A store that blocks on the network (DynamoDB) runs in a worker
@@ -106,27 +108,24 @@ class Rotation:
     def entries(self, targets: Sequence[Target], weights: Sequence[int]) -> list[Entry]:
         """Every (target, key), each target's keys repeated by its weight and
         spread smoothly. Raises ProxyError (provider_key_missing) when no
-        target has a key at all."""
-        groups: list[tuple[list[Entry], int]] = []
+        target has a key at all. The order is worked out once per pool and
+        set of keys (it runs on every request)."""
+        found: list[tuple[Target, int, tuple[str | None, ...]]] = []
         missing: ProxyError | None = None
         for target, weight in zip(targets, weights):
             try:
-                keys = self.keys.provider_keys(target.provider)
+                found.append((target, weight, tuple(self.keys.provider_keys(target.provider))))
             except ProxyError as error:
                 missing = missing or error
-                continue
-            groups.append(([Entry(target, key, key_name(target.provider, key)) for key in keys], weight))
-        if not groups:
+        if not found:
             assert missing is not None
             raise missing
-        positions = [0] * len(groups)
-        order: list[Entry] = []
-        # Each target's turns spread by weight; within a target, its keys in turn.
-        rounds = max(len(keys) for keys, _ in groups)
-        for index in smooth_order([weight for _, weight in groups]) * rounds:
-            keys = groups[index][0]
-            order.append(keys[positions[index] % len(keys)])
-            positions[index] += 1
+        signature = tuple((target.provider, target.model, weight, keys) for target, weight, keys in found)
+        order = self._orders.get(signature)
+        if order is None:
+            if len(self._orders) >= MAX_CACHED_ORDERS:  # keys were rotated many times: start afresh
+                self._orders.clear()
+            order = self._orders[signature] = _order(found)
         return order
 
     async def plan(self, pool: str, entries: list[Entry]) -> list[Entry]:
@@ -173,6 +172,19 @@ class Rotation:
     async def used(self, entry: Entry, input_tokens: int | None, output_tokens: int | None) -> None:
         day = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc).strftime("%Y-%m-%d")
         await self._call(self.state.add_usage, entry.name, day, 1, input_tokens or 0, output_tokens or 0)
+
+
+def _order(found: Sequence[tuple[Target, int, tuple[str | None, ...]]]) -> list[Entry]:
+    groups = [[Entry(target, key, key_name(target.provider, key)) for key in keys] for target, _, keys in found]
+    positions = [0] * len(groups)
+    order: list[Entry] = []
+    # Each target's turns spread by weight; within a target, its keys in turn.
+    rounds = max(len(keys) for keys in groups)
+    for index in smooth_order([weight for _, weight, _ in found]) * rounds:
+        keys = groups[index]
+        order.append(keys[positions[index] % len(keys)])
+        positions[index] += 1
+    return order
 
 
 def cool_name(entry: Entry) -> str:

@@ -11,6 +11,7 @@ from . import __version__
 from .transport import FastTransport
 
 USER_AGENT = f"ccproxy/{__version__}"
+MAX_CACHED_URLS = 1024
 
 
 class UpstreamClient:
@@ -25,6 +26,8 @@ class UpstreamClient:
 
     def __init__(self) -> None:
         self._pools: dict[int, FastTransport | httpx.AsyncClient] = {}
+        # Parsed once: httpx's URL parser is about half the cost of a Request.
+        self._urls: dict[str, httpx.URL] = {}
         self._proxied = any(scheme in urllib.request.getproxies() for scheme in ("http", "https", "all"))
 
     async def send(
@@ -36,8 +39,13 @@ class UpstreamClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """The response as soon as its head arrives; read or close it."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= MAX_CACHED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
         request = httpx.Request(
-            method, url, content=content, headers={"user-agent": USER_AGENT, **(headers or {})},
+            method, parsed, content=content, headers={"user-agent": USER_AGENT, **(headers or {})},
             extensions={"timeout": timeout.as_dict()},
         )
         pool = self._pool()
