@@ -215,9 +215,10 @@ def _respond(answer: Answer, finish_inside: bool = False) -> Response:
         return StreamResponse(_then(_once(answer.raw), answer.after), status_code=answer.status,
                               media_type=answer.media_type, headers=headers)
     if answer.stream is not None:
-        # A stream runs its follow-up work itself, once its last byte is out
-        # and before the response ends (Lambda may freeze right after).
-        return StreamResponse(_then(answer.stream, answer.after), status_code=answer.status,
+        # A stream starts its follow-up work itself once its last byte is
+        # out, even if the client hung up; on Lambda the response ends only
+        # after the work (the environment may freeze right after).
+        return StreamResponse(_then(answer.stream, answer.after, wait=finish_inside), status_code=answer.status,
                               media_type=answer.media_type, headers=answer.headers)
     background = _tasks(answer.after) if answer.after else None
     if answer.raw is not None:
@@ -233,19 +234,19 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-async def _then(stream: AsyncIterator[bytes], after: list) -> AsyncIterator[bytes]:
+async def _then(stream: AsyncIterator[bytes], after: list, wait: bool = True) -> AsyncIterator[bytes]:
     """The stream, then its follow-up work. The work runs in a task of its
     own, so a client that goes away (cancelling or closing the stream, even
-    while the work runs) cannot cut it short; a stream that ends normally
-    stays open until the work is done (on Lambda it must finish inside the
-    response)."""
+    while the work runs) cannot cut it short. With `wait`, a stream that ends
+    normally stays open until the work is done (on Lambda it must finish
+    inside the response); without, the client has its last byte at once."""
     work: asyncio.Task | None = None
     try:
         async for piece in stream:
             yield piece
     finally:
         work = _spawn(_run_all(after))
-    if work is not None:
+    if work is not None and wait:
         await asyncio.shield(work)
 
 

@@ -36,7 +36,16 @@ class SSEDecoder:
         *lines, self._buffer = self._buffer.split(b"\n")
         events: list[SSEEvent] = []
         for raw in lines:
-            self._line(raw.rstrip(b"\r").decode("utf-8", "replace"), events)
+            # The two lines nearly every event is made of, without the
+            # general path's decoding and splitting (it runs per event).
+            if raw.startswith(b"data: "):
+                self._data.append(raw[6:].rstrip(b"\r").decode("utf-8", "replace"))
+            elif raw == b"" or raw == b"\r":
+                if self._data or self._event is not None:
+                    events.append(SSEEvent(self._event, "\n".join(self._data)))
+                    self._event, self._data = None, []
+            else:
+                self._line(raw.rstrip(b"\r").decode("utf-8", "replace"), events)
         return events
 
     def close(self) -> list[SSEEvent]:
