@@ -28,6 +28,7 @@ from .jsonutil import loads
 from .keys import KeyRing, matches, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
+from .pipeline import LastPiece
 from .proxy import Answer, Call, Proxy
 from .responses import StreamResponse
 from .stores.secrets import SecretsError, SecretStore
@@ -124,14 +125,15 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def dispatch(request: Request) -> Response:
-        prefix = split_prefix(request.url.path, settings.config.active_group)
+        path = request.scope["path"]  # what request.url.path holds, without building a URL per request
+        prefix = split_prefix(path, settings.config.active_group)
         found = table.match(request.method, prefix.path, request.headers)
         try:
             access = gate.access_keys()
         except ProxyError as error:
             return _error(found[1] if found else fallback, error)
         if found is None:
-            return _error(fallback, ProxyError(404, f"no route for {request.method} {request.url.path}"))
+            return _error(fallback, ProxyError(404, f"no route for {request.method} {path}"))
         route, codec, params = found
         exchange = recorder.start(request, route, codec, prefix.group)
         try:
@@ -161,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
                     response.background = _tasks([recorder.writer(exchange)])
             return response
         except Exception:
-            log.exception("unexpected failure on %s %s", request.method, request.url.path)
+            log.exception("unexpected failure on %s %s", request.method, path)
             return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
         if exchange is not None:
             exchange.status = answer.status
@@ -243,7 +245,8 @@ async def _then(stream: AsyncIterator[bytes], after: list, wait: bool = True) ->
     work: asyncio.Task | None = None
     try:
         async for piece in stream:
-            yield piece
+            # While work remains, the response must not end with the stream.
+            yield bytes(piece) if wait and type(piece) is LastPiece else piece
     finally:
         work = _spawn(_run_all(after))
     if work is not None and wait:

@@ -17,6 +17,11 @@ from .unified import Request, StreamError, StreamEvent
 Observer = Callable[[StreamEvent], None]
 
 
+class LastPiece(bytes):
+    """The stream's closing bytes: whoever writes them may end the response
+    in the same write."""
+
+
 def convert_response(upstream: Codec, client: Codec, body: Any, request: Request) -> dict[str, Any]:
     """A whole upstream answer as the client's whole answer."""
     return client.encode_response(upstream.decode_response(body), request)
@@ -43,28 +48,26 @@ async def convert_stream(
     A ProxyError raised while reading (the caller turns transport failures
     into one) ends the client's stream with its protocol's in-stream error.
     """
+    out = b""
     try:
         async for chunk in chunks:
             out, errored = _convert(_filtered(decoder.feed(chunk), transform), encoder, observe)
-            if out:
-                yield out
             if errored:
                 break
+            if out:
+                yield out
+                out = b""
         else:
             events = _filtered(decoder.close(), transform)
             if transform is not None:
                 events += transform.close()
             out, _ = _convert(events, encoder, observe)
-            if out:
-                yield out
     except ProxyError as error:
         event = StreamError(error)
         if observe is not None:
             observe(event)
-        yield encoder.feed(event)
-    tail = encoder.close()
-    if tail:
-        yield tail
+        out = encoder.feed(event)
+    yield LastPiece(out + encoder.close())
 
 
 def _filtered(events: list[StreamEvent], transform: EventFilter | None) -> list[StreamEvent]:

@@ -392,8 +392,10 @@ def _parse_json(content: bytes) -> Any:
 
 
 async def _iterate(response: httpx.Response) -> AsyncIterator[bytes]:
+    # Asked for identity; a compressed answer all the same is decoded by httpx.
+    encoded = response.headers.get("content-encoding", "identity") != "identity"
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_bytes() if encoded else response.aiter_raw():
             yield chunk
     except httpx.TimeoutException:
         raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None

@@ -443,3 +443,27 @@ def test_upstream_client_honours_a_proxy_from_the_environment(monkeypatch):
     body, seen = run(outer())
     assert body == b'{"echo":"via proxy"}'
     assert seen.target == "http://upstream.invalid/v1/x"  # a proxy gets the absolute URL
+
+
+def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
+    import gzip
+
+    from ccproxy.proxy import _iterate
+
+    events = b"data: {\"a\":1}\n\ndata: [DONE]\n\n"
+
+    async def handler(request, writer):
+        body = gzip.compress(events)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server:
+            client = UpstreamClient()
+            response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
+            got = b"".join([chunk async for chunk in _iterate(response)])
+            await client.aclose()
+            return got
+
+    assert run(scenario()) == events

@@ -1,3 +1,5 @@
+import pytest
+
 from ccproxy.app import split_prefix, presented_key
 from ccproxy.config import parse
 from ccproxy.keys import KeyRing, fingerprint
@@ -96,6 +98,36 @@ def test_on_lambda_whole_answers_finish_their_bookkeeping_inside_the_response():
         return body
 
     assert asyncio.run(run()) == b'{"ok":true}'
+    assert done == ["written"]
+
+
+@pytest.mark.parametrize("finish_inside", [True, False])
+def test_a_streams_last_piece_ends_the_response_only_when_no_bookkeeping_must_finish_inside(finish_inside):
+    import asyncio
+
+    from ccproxy.app import _respond
+    from ccproxy.pipeline import LastPiece
+    from ccproxy.proxy import Answer
+
+    done = []
+
+    async def bookkeeping():
+        await asyncio.sleep(0)
+        done.append("written")
+
+    async def stream():
+        yield b"event one"
+        yield LastPiece(b"the end")
+
+    async def run():
+        response = _respond(Answer(stream=stream(), after=[bookkeeping]), finish_inside=finish_inside)
+        pieces = [piece async for piece in response.body_iterator]
+        await asyncio.sleep(0.01)  # off Lambda the bookkeeping finishes after the body
+        return pieces
+
+    pieces = asyncio.run(run())
+    assert pieces == [b"event one", b"the end"]
+    assert (type(pieces[-1]) is LastPiece) is not finish_inside
     assert done == ["written"]
 
 

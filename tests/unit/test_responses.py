@@ -67,3 +67,17 @@ def test_a_stream_that_ends_is_complete_and_runs_its_background():
     assert sent[-1]["more_body"] is False
     assert events == {"closed": True, "background": True}
     assert cancelling == 0
+
+
+def test_the_last_piece_ends_the_response_in_the_same_message():
+    from ccproxy.pipeline import LastPiece
+
+    async def ending(events):
+        yield b"a"
+        yield LastPiece(b"end")
+        events["closed"] = True  # the body still runs to its end after the response is complete
+
+    sent, events, cancelling = drive(ending, disconnect_after_end=True)
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [(b"a", True), (b"end", False)]
+    assert events == {"closed": True, "background": True}
+    assert cancelling == 0
