@@ -175,7 +175,7 @@ class Connection(asyncio.Protocol):
     async def receive_head(self, read_timeout: float | None) -> None:
         while not self.head_done:
             if self.error is not None:
-                if self.reused and not self.received and not isinstance(self.error, httpx.TimeoutException):
+                if self.reused and not self.received:
                     raise StaleConnection()
                 raise self.error
             await self.wait(read_timeout)
@@ -256,8 +256,12 @@ class Connection(asyncio.Protocol):
             raise httpx.WriteTimeout("the upstream did not take the request in time", request=self.request) from None
         finally:
             self._drained = None
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED and not self.head_done:
+            if self.reused and not self.received:
+                raise StaleConnection()
             raise httpx.WriteError("the upstream closed the connection", request=self.request)
+        # Closed after answering early (a 413, a 401 before the whole body):
+        # the answer is read next.
 
     def _ends_at_eof(self) -> bool:
         """A response with neither Content-Length nor chunked framing ends

@@ -467,3 +467,24 @@ def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
             return got
 
     assert run(scenario()) == events
+
+
+def test_an_answer_sent_before_the_whole_body_was_read_is_returned():
+    big = b"x" * (16 << 20)  # more than the socket buffers take: the write has to wait
+
+    async def refuse_early(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b'{"error":"too large"}', "413 Content Too Large", b"connection: close\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(refuse_early, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            response = await post(FastTransport(), f"http://127.0.0.1:{port}/v1/x", big)
+            return response.status_code, await response.aread()
+        finally:
+            server.close()
+
+    assert run(scenario()) == (413, b'{"error":"too large"}')
