@@ -78,6 +78,31 @@ def test_two_processes_share_one_sqlite_counter(tmp_path: Path) -> None:
     assert first == sorted(first) and second == sorted(second)
 
 
+def _open_at_once(path: str, start: Barrier, results: Any) -> None:
+    start.wait(timeout=30)
+    try:
+        store = SqliteStateStore(Path(path))
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}")
+        return
+    results.put(store.next_turn("pool"))
+    store.close()
+
+
+def test_two_processes_can_create_the_same_sqlite_file_at_once(tmp_path: Path) -> None:
+    """Two servers started together open a state file that does not exist
+    yet (SQLite refuses the WAL switch at once, without busy_timeout, while
+    the other is making it)."""
+    fork = multiprocessing.get_context("fork")  # cheap starts, so the opens do collide
+    for attempt in range(20):
+        path = str(tmp_path / f"state-{attempt}.db")
+        start, results = fork.Barrier(2), fork.Queue()
+        processes = [fork.Process(target=_open_at_once, args=(path, start, results)) for _ in range(2)]
+        got = _run(processes, results)
+        assert all(isinstance(turn, int) for turn in got), f"attempt {attempt}: {got}"
+        assert sorted(got) == [0, 1]
+
+
 @pytest.fixture
 def table(moto_server: MotoServer) -> str:  # noqa: F811
     return moto_server.create_state_table()

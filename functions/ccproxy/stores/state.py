@@ -166,12 +166,27 @@ class SqliteStateStore(StateStore):
             self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(busy_timeout_ms / 1000)
         self._db.execute("PRAGMA synchronous = NORMAL")  # durable enough for counters, much faster in WAL
         with self._write() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+
+    def _use_wal(self, patience: float) -> None:
+        """Switch the file to WAL. SQLite answers "locked" at once, without
+        waiting on busy_timeout, when another process is switching or
+        creating the same new file, as two servers starting together do: so
+        try again until `patience` runs out."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
