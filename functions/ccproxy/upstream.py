@@ -60,7 +60,8 @@ class UpstreamClient:
         pool = self._pools.get(loop_id)
         if pool is None:
             if self._proxied:
-                pool = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=True)
+                limits = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=60)
+                pool = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=True, limits=limits)
             else:
                 pool = FastTransport()
             self._pools = {loop_id: pool}
