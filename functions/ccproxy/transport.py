@@ -41,6 +41,10 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class _Unsolicited(Exception):
+    """Raised from a parser callback to stop parsing what nobody asked for."""
+
+
 class StaleConnection(Exception):
     """A reused connection ended before a byte of the answer came back: the
     upstream had closed it while idle. Safe to send the request again."""
@@ -82,12 +86,17 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.state is State.IDLE:  # nothing was asked: the connection is unusable
+        if self.state is State.IDLE or self.complete:  # nothing was asked: the connection is unusable
+            self.keep_alive = False
             self.close()
             return
         self.received = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Unsolicited):
+                raise
+            self.close()
         except httptools.HttpParserError as exc:
             self._fail(httpx.RemoteProtocolError(f"malformed response from the upstream: {exc}", request=self.request))
             self.close()
@@ -118,6 +127,11 @@ class Connection(asyncio.Protocol):
             self._drained.set_result(None)
 
     # ------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the answer, in the same read: not part of it
+            self.keep_alive = False
+            raise _Unsolicited()
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason

@@ -488,3 +488,18 @@ def test_an_answer_sent_before_the_whole_body_was_read_is_returned():
             server.close()
 
     assert run(scenario()) == (413, b'{"error":"too large"}')
+
+
+def test_bytes_after_a_complete_answer_are_not_taken_for_it_and_end_the_connection():
+    async def handler(request, writer):
+        writer.write(answer(b"ok") + answer(b"nobody asked for this"))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server:
+            transport = FastTransport()
+            first = await (await post(transport, server.url())).aread()
+            second = await (await post(transport, server.url())).aread()
+            return first, second, server.connections
+
+    assert run(scenario()) == (b"ok", b"ok", 2)
