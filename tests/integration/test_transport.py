@@ -100,6 +100,20 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 20))
 
 
+def twice(handler: Handler) -> tuple[bytes, bytes, int]:
+    """Two requests in turn on one transport: both answers, and how many
+    connections the server saw."""
+
+    async def scenario():
+        async with RawServer(handler) as server:
+            transport = FastTransport()
+            first = await (await post(transport, server.url())).aread()
+            second = await (await post(transport, server.url())).aread()
+            return first, second, server.connections
+
+    return run(scenario())
+
+
 def test_content_length_answers_reuse_one_connection():
     async def scenario():
         async with RawServer(ok) as server:
@@ -148,14 +162,7 @@ def test_body_without_framing_ends_with_the_connection_and_is_not_reused():
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
         return False
 
-    async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
-            first = await (await post(transport, server.url())).aread()
-            second = await (await post(transport, server.url())).aread()
-            return first, second, server.connections
-
-    assert run(scenario()) == (b"until the end", b"until the end", 2)
+    assert twice(handler) == (b"until the end", b"until the end", 2)
 
 
 def test_connection_close_answer_is_not_reused():
@@ -163,14 +170,7 @@ def test_connection_close_answer_is_not_reused():
         writer.write(answer(extra=b"connection: close\r\n"))
         return False
 
-    async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
-            for _ in range(2):
-                assert (await (await post(transport, server.url())).aread()) == b'{"ok":true}'
-            return server.connections
-
-    assert run(scenario()) == 2
+    assert twice(handler) == (b'{"ok":true}', b'{"ok":true}', 2)
 
 
 def test_idle_connection_closed_by_the_upstream_is_replaced():
@@ -495,11 +495,4 @@ def test_bytes_after_a_complete_answer_are_not_taken_for_it_and_end_the_connecti
         writer.write(answer(b"ok") + answer(b"nobody asked for this"))
         return True
 
-    async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
-            first = await (await post(transport, server.url())).aread()
-            second = await (await post(transport, server.url())).aread()
-            return first, second, server.connections
-
-    assert run(scenario()) == (b"ok", b"ok", 2)
+    assert twice(handler) == (b"ok", b"ok", 2)
