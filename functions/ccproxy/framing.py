@@ -41,9 +41,7 @@ class SSEDecoder:
             if raw.startswith(b"data: "):
                 self._data.append(raw[6:].rstrip(b"\r").decode("utf-8", "replace"))
             elif raw == b"" or raw == b"\r":
-                if self._data or self._event is not None:
-                    events.append(SSEEvent(self._event, "\n".join(self._data)))
-                    self._event, self._data = None, []
+                self._dispatch(events)
             else:
                 self._line(raw.rstrip(b"\r").decode("utf-8", "replace"), events)
         return events
@@ -56,11 +54,15 @@ class SSEDecoder:
         self._line("", events)
         return events
 
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        """A blank line: the event gathered so far, if any, is complete."""
+        if self._data or self._event is not None:
+            events.append(SSEEvent(self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+
     def _line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
-            if self._data or self._event is not None:
-                events.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
+            self._dispatch(events)
             return
         if line.startswith(":"):
             return
