@@ -659,7 +659,7 @@ def report(out: dict[str, Any]) -> str:
                 if concurrency == 1:
                     met = met and mine < 1
                     verdict += f" {'<' if mine < 1 else '≥'} 1 ms"
-                if theirs is not None:
+                if theirs is not None and mine > 0:
                     verdict += f", {ratio(mine, theirs)} less than LiteLLM"
                 verdicts.append(verdict + (" (met)" if met else " (missed)"))
     if cold:

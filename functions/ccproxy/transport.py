@@ -362,12 +362,9 @@ class FastTransport(httpx.AsyncBaseTransport):
             except StaleConnection:
                 connection.close()
                 connection = None
-        if connection is None:
+        if connection is None:  # a fresh connection is never stale: its failures are httpx errors
             connection = await self._connect(origin, request, timeouts.get("connect"))
-            try:
-                await self._exchange_head(connection, request, timeouts)
-            except StaleConnection:  # a fresh connection is never reused, so this cannot be raised
-                raise httpx.RemoteProtocolError("the upstream closed the connection", request=request) from None
+            await self._exchange_head(connection, request, timeouts)
         return httpx.Response(
             connection.status,
             headers=connection.headers,
