@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from .config import ConfigError, default_path, load
+from .config import Config, ConfigError, default_path, load
 
 
 def _is_loopback(host: str) -> bool:
@@ -22,6 +22,19 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config else default_path()
+
+
+def _load_or_say_why(path: Path) -> Config | None:
+    """The config, or None once stderr says why it cannot be loaded."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"ccproxy: {exc}", file=sys.stderr)
+        return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -30,11 +43,9 @@ def serve(args: argparse.Namespace) -> int:
     from .stores.secrets import secret_store_from_env
     from .stores.state import state_store_from_env
 
-    config_path = Path(args.config) if args.config else default_path()
-    try:
-        config = load(config_path)
-    except ConfigError as exc:
-        print(f"ccproxy: {exc}", file=sys.stderr)
+    config_path = _config_path(args)
+    config = _load_or_say_why(config_path)
+    if config is None:
         return 2
     secrets = secret_store_from_env(config_path)
     loopback = _is_loopback(args.host)
@@ -65,11 +76,9 @@ def keys(args: argparse.Namespace) -> int:
     from .stores.secrets import secret_store_from_env
     from .stores.state import state_store_from_env
 
-    config_path = Path(args.config) if args.config else default_path()
-    try:
-        config = load(config_path)
-    except ConfigError as exc:
-        print(f"ccproxy: {exc}", file=sys.stderr)
+    config_path = _config_path(args)
+    config = _load_or_say_why(config_path)
+    if config is None:
         return 2
     ring = KeyRing(config, secret_store_from_env(config_path))
     state = state_store_from_env()
@@ -126,7 +135,7 @@ def keys_push(args: argparse.Namespace) -> int:
     from .keys import fingerprint
     from .stores.secrets import SecretsError, parse_secrets
 
-    config_path = Path(args.config) if args.config else default_path()
+    config_path = _config_path(args)
     if args.file:
         source = Path(args.file)
     elif os.environ.get("CCPROXY_SECRETS_FILE"):
@@ -149,11 +158,10 @@ def keys_push(args: argparse.Namespace) -> int:
 
     known: set[str] | None = None
     if config_path.exists():
-        try:
-            known = set(load(config_path).providers)
-        except ConfigError as exc:
-            print(f"ccproxy: {exc}", file=sys.stderr)
+        config = _load_or_say_why(config_path)
+        if config is None:
             return 2
+        known = set(config.providers)
 
     secret_id = args.secret_id or os.environ.get("CCPROXY_SECRET_ID")
     try:
