@@ -576,10 +576,7 @@ class OpenAICodec(Codec):
         if reasoning:
             message["reasoning_content"] = reasoning
         if calls:
-            message["tool_calls"] = [
-                {"id": for_openai(c.id), "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
-                for c in calls
-            ]
+            message["tool_calls"] = _wire_calls(calls)
         stop = response.stop_reason
         if stop == "end_turn" and calls:
             stop = "tool_use"
@@ -774,6 +771,14 @@ def _user_content(parts: list[Any]) -> str | list[dict[str, Any]]:
     return content
 
 
+def _wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Tool calls as an assistant message carries them, in an answer or in history."""
+    return [
+        {"id": for_openai(c.id), "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
+        for c in calls
+    ]
+
+
 def _assistant(message: Message) -> dict[str, Any]:
     text = "".join(p.text for p in message.content if isinstance(p, Text))
     calls = [p for p in message.content if isinstance(p, ToolCall)]
@@ -784,8 +789,5 @@ def _assistant(message: Message) -> dict[str, Any]:
     if reasoning:
         out["reasoning_content"] = reasoning
     if calls:
-        out["tool_calls"] = [
-            {"id": for_openai(c.id), "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
-            for c in calls
-        ]
+        out["tool_calls"] = _wire_calls(calls)
     return out
