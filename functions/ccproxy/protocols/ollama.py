@@ -248,6 +248,29 @@ class _EncoderState(enum.Enum):
     ERRORED = "errored"      # an error line ended the stream
 
 
+def _answer(model: str, generate: bool, text: str = "", thinking: str = "",
+            tool_calls: list[dict[str, Any]] | None = None, final: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An answer object, whole or one stream line: /api/generate's flat
+    fields or /api/chat's message (generate has no tool calls); `final`
+    (done_reason and metrics) makes it the last."""
+    body: dict[str, Any] = {"model": model, "created_at": now_iso()}
+    if generate:
+        body["response"] = text
+        if thinking:
+            body["thinking"] = thinking
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        body["message"] = message
+    body["done"] = final is not None
+    if final:
+        body.update(final)
+    return body
+
+
 class _LineEncoder(StreamEncoder):
     """Unified events as Ollama NDJSON (protocols.md E.10): one line per
     piece, whole tool calls, metrics on the final `done` line."""
@@ -262,22 +285,7 @@ class _LineEncoder(StreamEncoder):
 
     def _line(self, text: str = "", thinking: str = "", tool_calls: list[dict[str, Any]] | None = None,
               final: dict[str, Any] | None = None) -> bytes:
-        body: dict[str, Any] = {"model": self.model, "created_at": now_iso()}
-        if self.generate:
-            body["response"] = text
-            if thinking:
-                body["thinking"] = thinking
-        else:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if thinking:
-                message["thinking"] = thinking
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            body["message"] = message
-        body["done"] = final is not None
-        if final:
-            body.update(final)
-        return dumpb(body) + b"\n"
+        return dumpb(_answer(self.model, self.generate, text, thinking, tool_calls, final)) + b"\n"
 
     def feed(self, event: StreamEvent) -> bytes:
         if self.state is _EncoderState.ERRORED:
@@ -473,28 +481,15 @@ class OllamaCodec(Codec):
         )
 
     def encode_response(self, response: Response, request: Request) -> dict[str, Any]:
-        text = text_of(response.content)
-        thinking = "".join(p.text for p in response.content if isinstance(p, Thinking))
-        body: dict[str, Any] = {"model": request.model, "created_at": now_iso()}
-        if request.client_state.get("endpoint") == "generate":
-            body["response"] = text
-            if thinking:
-                body["thinking"] = thinking
-        else:
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if thinking:
-                message["thinking"] = thinking
-            calls = [p for p in response.content if isinstance(p, ToolCall)]
-            if calls:
-                message["tool_calls"] = [
-                    {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}}
-                    for i, c in enumerate(calls)
-                ]
-            body["message"] = message
-        body["done"] = True
-        body["done_reason"] = _done_reason(response.stop_reason)
-        body.update(_metrics(response.usage))
-        return body
+        calls = [p for p in response.content if isinstance(p, ToolCall)]
+        return _answer(
+            request.model,
+            request.client_state.get("endpoint") == "generate",
+            text_of(response.content),
+            "".join(p.text for p in response.content if isinstance(p, Thinking)),
+            [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)],
+            {"done_reason": _done_reason(response.stop_reason), **_metrics(response.usage)},
+        )
 
     def stream_encoder(self, request: Request) -> StreamEncoder:
         return _LineEncoder(request)
