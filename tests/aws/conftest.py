@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fakes import FakeUpstream
+from tests.fakes import UPSTREAM_MODELS, FakeUpstream
 from tests.support.aws import MotoServer, moto_server  # noqa: F401  (the fixture)
 from tests.support.server import BackgroundServer
 
@@ -33,12 +33,6 @@ UPSTREAM_KEYS = {
     "claude": "sk-ant-fake-lambda-0123456789",
     "gemini": "AIza-fake-lambda-0123456789",
     "ollama": None,
-}
-UPSTREAM_MODELS = {
-    "openai": "gpt-upstream",
-    "claude": "claude-upstream",
-    "gemini": "gemini-upstream",
-    "ollama": "llama-upstream",
 }
 BASE_PATHS = {"openai": "/v1", "claude": "/v1", "gemini": "/v1beta", "ollama": ""}
 # The events' aliases, each sent to an upstream of another protocol, so

@@ -22,6 +22,14 @@ from .gemini import GeminiDialect
 from .ollama import OllamaDialect
 from .openai import OpenAIDialect
 
+# The model name the test configs route to on each fake upstream.
+UPSTREAM_MODELS = {
+    "openai": "gpt-upstream",
+    "claude": "claude-upstream",
+    "gemini": "gemini-upstream",
+    "ollama": "llama-upstream",
+}
+
 DIALECTS: dict[str, type[Dialect]] = {
     "openai": OpenAIDialect,
     "claude": ClaudeDialect,
@@ -29,4 +37,4 @@ DIALECTS: dict[str, type[Dialect]] = {
     "ollama": OllamaDialect,
 }
 
-__all__ = ["DIALECTS", "FakeUpstream", "Recorded", "awkward_chunks", "scenarios"]
+__all__ = ["DIALECTS", "UPSTREAM_MODELS", "FakeUpstream", "Recorded", "awkward_chunks", "scenarios"]

@@ -8,7 +8,7 @@ from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
-from tests.fakes import FakeUpstream
+from tests.fakes import UPSTREAM_MODELS, FakeUpstream
 from tests.support.server import BackgroundServer
 
 from .drivers import ACCESS_KEY, DRIVERS
@@ -19,12 +19,6 @@ UPSTREAM_KEYS = {
     "claude": "sk-ant-fake-0123456789",
     "gemini": "AIza-fake-0123456789",
     "ollama": None,
-}
-UPSTREAM_MODELS = {
-    "openai": "gpt-upstream",
-    "claude": "claude-upstream",
-    "gemini": "gemini-upstream",
-    "ollama": "llama-upstream",
 }
 # The path each protocol's base_url ends with (CONTRACT.md section 2), under a
 # prefix of its own so the test also shows that base URL paths are kept.
