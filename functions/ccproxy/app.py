@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
+from . import accesslog
 from .config import Config
 from .exchange import Exchange
 from .errors import ProxyError
@@ -124,17 +125,29 @@ def create_app(settings: Settings) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def root(request: Request) -> Response:
+        # Clients probe the bare URL (Claude Code sends HEAD /) to see that a
+        # server is there; nothing about keys or config is said.
+        accesslog.write(request.scope, time.perf_counter(), 200)
+        return JSONResponse({"service": "ccproxy", "status": "ok"})
+
     async def dispatch(request: Request) -> Response:
-        path = request.scope["path"]  # what request.url.path holds, without building a URL per request
+        started = time.perf_counter()
+        scope = request.scope
+        path = scope["path"]  # what request.url.path holds, without building a URL per request
         prefix = split_prefix(path, settings.config.active_group)
         found = table.match(request.method, prefix.path, request.headers)
         try:
             access = gate.access_keys()
         except ProxyError as error:
+            accesslog.write(scope, started, error.status, reason=error.message)
             return _error(found[1] if found else fallback, error)
         if found is None:
-            return _error(fallback, ProxyError(404, f"no route for {request.method} {path}"))
+            error = ProxyError(404, f"no route for {request.method} {path}")
+            accesslog.write(scope, started, 404, reason=error.message)
+            return _error(fallback, error)
         route, codec, params = found
+        call: Call | None = None
         exchange = recorder.start(request, route, codec, prefix.group)
         try:
             if access and not matches(presented_key(request), access):
@@ -143,7 +156,8 @@ def create_app(settings: Settings) -> Starlette:
             call = Call(
                 codec=codec,
                 route=route,
-                ctx=ClientContext(model=params.get("model"), stream=route.stream, endpoint=route.endpoint),
+                ctx=ClientContext(model=params.get("model"), stream=route.stream, endpoint=route.endpoint,
+                                  headers=request.headers),
                 group=prefix.group,
                 compat_prefix=prefix.compat,
                 body=body,
@@ -153,6 +167,8 @@ def create_app(settings: Settings) -> Starlette:
             answer = await proxy.handle(call)
         except ProxyError as error:
             error.message = scrub(error.message, keys.secrets())
+            accesslog.write(scope, started, error.status, codec.protocol, call.alias if call else None,
+                            call.target if call else None, error.message)
             response = _error(codec, error)
             if exchange is not None:
                 exchange.failed(error.status, error.message)
@@ -164,10 +180,12 @@ def create_app(settings: Settings) -> Starlette:
             return response
         except Exception:
             log.exception("unexpected failure on %s %s", request.method, path)
+            accesslog.write(scope, started, 500, codec.protocol, reason="unexpected failure (see the log above)")
             return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
         if exchange is not None:
             exchange.status = answer.status
             answer.after.append(recorder.writer(exchange))
+        answer.after.append(_access_line(scope, started, answer.status, codec.protocol, call.alias, call.target))
         return _respond(answer, settings.finish_inside_response)
 
     @asynccontextmanager
@@ -177,6 +195,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         StarletteRoute("/health", health, methods=["GET"]),
+        StarletteRoute("/", root, methods=["GET", "HEAD"]),
         StarletteRoute("/{path:path}", dispatch, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -200,6 +219,15 @@ async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
 def _error(codec: Codec, error: ProxyError) -> Response:
     headers = codec.error_headers(error)
     return JSONResponse(codec.encode_error(error), status_code=error.status, headers=headers)
+
+
+def _access_line(scope: dict, started: float, status: int, protocol: str, alias: str | None, target: str | None):
+    """The access log line, written once the answer's last byte is out."""
+
+    async def write() -> None:
+        accesslog.write(scope, started, status, protocol, alias, target)
+
+    return write
 
 
 def _tasks(after: list) -> BackgroundTasks:

@@ -61,6 +61,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings(config=config, secrets=secrets, open_when_no_keys=loopback, state=state_store_from_env(),
                         logs=log_sink_from_env())
     app = create_app(settings)
+    # One line per request unless asked for quiet, whatever the log level.
+    logging.getLogger("ccproxy.access").setLevel(logging.WARNING if args.quiet else logging.INFO)
     print(f"ccproxy: serving {config_path} on http://{args.host}:{args.port}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=11435)
     serve_parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve_parser.add_argument("--quiet", action="store_true", help="no access log line per request")
     serve_parser.set_defaults(run=serve)
     keys_parser = commands.add_parser("keys", help="list provider keys (by fingerprint), cooldowns and today's usage")
     keys_parser.add_argument("--config", help="config file (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)")

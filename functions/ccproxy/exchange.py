@@ -75,7 +75,11 @@ class Exchange:
         self.usage: dict[str, Any] = {}
         self.system: str | None = None
         self.tools: list[str] = []
+        # What of the client's request the upstream could not take (server
+        # tools, betas), left out of what was sent.
+        self.left_out: list[str] = []
         self.final: dict[str, Any] | None = None
+        self.upstream_model: str | None = None  # as the upstream's answer named it
         self.client_request = Capture(limit)
         self.upstream_request = Capture(limit)
         self.upstream_response = Capture(limit)
@@ -104,6 +108,7 @@ class Exchange:
         tool_calls = [
             {"name": p.name, "arguments": dumps(p.arguments)} for p in response.content if isinstance(p, ToolCall)
         ]
+        self.upstream_model = response.model
         self.final = {
             "text": "".join(p.text for p in response.content if isinstance(p, Text)),
             "thinking": "".join(p.text for p in response.content if isinstance(p, Thinking)),
@@ -142,6 +147,7 @@ class Exchange:
             "model": self.model,
             "stream": self.stream,
             "target": self.target,
+            "upstream_model": self.upstream_model,
             "key_fingerprint": self.key_fingerprint,
             "compat": self.compat,
             "passthrough": self.passthrough,
@@ -156,6 +162,7 @@ class Exchange:
             },
             "system": self.system,
             "tools": self.tools,
+            "left_out": self.left_out,
             "final": self.final,
             **{name: capture.text() for name, capture in captures.items()},
             "truncated": [name for name, capture in captures.items() if capture.truncated],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from .errors import ProxyError
+from .jsonutil import dumpb, loads
 from .protocols.base import Codec, StreamDecoder, StreamEncoder
 from .unified import Request, StreamError, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 
@@ -128,20 +129,80 @@ def _convert(
     return b"".join(parts), False
 
 
-async def tap_stream(
-    chunks: AsyncIterator[bytes], decoder: StreamDecoder, observe: Observer
+class Relay:
+    """Same protocol on both sides: the upstream's stream passed on record by
+    record, each as soon as it is whole. A record that names the model is
+    rewritten to name the client's; every other record goes out byte for
+    byte as it came.
+
+    States: the buffer holds the start of a record not yet whole; a record
+    (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
+
+    def __init__(self, codec: Codec, model: str) -> None:
+        self.codec = codec
+        self.model = model
+        self.sse = codec.stream_media_type == "text/event-stream"
+        self.separator = b"\n\n" if self.sse else b"\n"
+        self.key = f'"{codec.model_key}"'.encode()
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buffer = self.buffer + chunk
+        if self.sse and b"\r" in buffer:
+            # A CR held back at the end may yet be half of a CRLF.
+            keep = buffer.endswith(b"\r")
+            buffer = (buffer[:-1] if keep else buffer).replace(b"\r\n", b"\n") + (b"\r" if keep else b"")
+        *records, self.buffer = buffer.split(self.separator)
+        if not records:
+            return b""
+        separator = self.separator
+        return b"".join((self._renamed(r) if self.key in r else r) + separator for r in records)
+
+    def close(self) -> bytes:
+        """What is left: a record the upstream cut off, passed on as it is
+        (the decoder beside reports the early end)."""
+        rest, self.buffer = self.buffer, b""
+        return rest
+
+    def _renamed(self, record: bytes) -> bytes:
+        if not self.sse:
+            return self._json_renamed(record) or record
+        lines = record.split(b"\n")
+        data = [line[6:] if line.startswith(b"data: ") else line[5:] for line in lines if line.startswith(b"data:")]
+        renamed = self._json_renamed(b"\n".join(data))
+        if renamed is None:
+            return record
+        kept = [line for line in lines if not line.startswith(b"data:")]
+        return b"\n".join([*kept, b"data: " + renamed])
+
+    def _json_renamed(self, text: bytes) -> bytes | None:
+        try:
+            value = loads(text)
+        except ValueError:
+            return None
+        self.codec.rename_model(value, self.model)
+        return dumpb(value)
+
+
+async def relay_stream(
+    chunks: AsyncIterator[bytes], relay: Relay, decoder: StreamDecoder, observe: Observer
 ) -> AsyncIterator[bytes]:
-    """Same protocol on both sides: the upstream's bytes go through untouched,
-    decoded on the side only so usage and the answer can be recorded."""
+    """The upstream's stream through `relay`, decoded on the side only so
+    usage and the answer can be recorded."""
     broken = False
     async for chunk in chunks:
-        yield chunk
+        out = relay.feed(chunk)
+        if out:
+            yield out
         if not broken:
             try:
                 for event in decoder.feed(chunk):
                     observe(event)
             except ProxyError:
                 broken = True
+    rest = relay.close()
+    if rest:
+        yield rest
     if not broken:
         try:
             for event in decoder.close():

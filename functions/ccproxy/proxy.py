@@ -18,7 +18,7 @@ from .config import Config, Provider, Target
 from .errors import ProxyError
 from .exchange import Exchange
 from .keys import KeyRing, fingerprint, scrub
-from .pipeline import convert_stream, tap_stream
+from .pipeline import Relay, convert_stream, relay_stream
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .protocols.common import estimate_tokens, request_text
@@ -27,7 +27,7 @@ from .stores.state import MemoryStateStore, StateStore
 from .compat import CompatStream, parse_response, rewrite_request
 from .exchange import Capture
 from .jsonutil import dumpb, loads
-from .unified import Accumulator, Image, Request, StreamError, StreamEvent, Usage
+from .unified import Accumulator, Document, Image, Request, StreamError, StreamEvent, ToolResult, Usage
 from .upstream import UpstreamClient, timeout
 
 log = logging.getLogger("ccproxy")
@@ -52,6 +52,10 @@ class Call:
     body: Any
     headers: Mapping[str, str]
     exchange: Exchange | None = None  # filled when research logging is on
+    # Where the call went, for the access log: the alias its model matched
+    # and the target that answered (or was tried last).
+    alias: str | None = None
+    target: str | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +131,7 @@ class Proxy:
         client = call.codec
         request = client.decode_request(call.body, call.ctx)
         resolution = routing.resolve(self.config, call.group, request.model)
+        call.alias = resolution.alias
         exchange = call.exchange
         if exchange is not None:
             exchange.alias, exchange.model, exchange.stream = resolution.alias, request.model, request.stream
@@ -144,6 +149,7 @@ class Proxy:
             attempt = Attempt(entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry)
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
             passthrough = attempt.codec is client and call.route.passthrough and not compat
+            call.target = str(entry.target)
             if exchange is not None:
                 exchange.target = {"provider": entry.target.provider, "model": entry.target.model, "protocol": provider.protocol}
                 exchange.key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
@@ -198,41 +204,53 @@ class Proxy:
         upstream = attempt.codec
         model = attempt.target.model
         exchange = call.exchange
+        left_out: list[str] = []
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
+            headers = {name: call.headers[name] for name in upstream.forwarded_headers if name in call.headers}
         else:
-            if upstream.protocol in ("gemini", "ollama"):
-                await self._inline_remote_images(request)
+            left_out = upstream.left_out(request)
+            await self._prepare_media(request, attempt)
             body = upstream.encode_request(rewrite_request(request) if compat else request, model)
+            headers = upstream.upstream_headers(request)
+        if exchange is not None:
+            exchange.left_out = left_out
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
         sent = time.perf_counter()
-        response = await self._send(attempt, url, body, call.headers if passthrough else None, exchange)
+        response = await self._send(attempt, url, body, headers, exchange)
         latency_ms = (time.perf_counter() - sent) * 1000
         if exchange is not None:
             exchange.mark_upstream_first_byte()
         if response.status_code >= 400:
             return await self._upstream_error(response, attempt, passthrough)
+        # Told apart from the answer itself: what the upstream could not take.
+        answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
 
         if not request.stream:
             content = await _read(response)
-            decoded = upstream.decode_response(_parse_json(content))
+            parsed = _parse_json(content)
+            decoded = upstream.decode_response(parsed)
             if compat:
                 decoded = parse_response(decoded, request.tools)
-            out = content if passthrough else dumpb(call.codec.encode_response(decoded, request))
+            if passthrough:
+                upstream.rename_model(parsed, request.model)
+                out = dumpb(parsed)
+            else:
+                out = dumpb(call.codec.encode_response(decoded, request))
             if exchange is not None:
                 exchange.upstream_response.add(content)
                 exchange.client_response.add(out)
                 exchange.answered(decoded)
                 exchange.mark_client_first_byte()
-            media_type = response.headers.get("content-type", "application/json") if passthrough else "application/json"
-            return Answer(raw=out, media_type=media_type, after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)])
+            return Answer(raw=out, headers=answer_headers,
+                          after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)])
 
         accumulator = Accumulator()
         chunks = _iterate(response)
         if exchange is not None:
             chunks = _tee(chunks, exchange.upstream_response.add)
         if passthrough:
-            stream = tap_stream(chunks, upstream.stream_decoder(), accumulator.add)
+            stream = relay_stream(chunks, Relay(upstream, request.model), upstream.stream_decoder(), accumulator.add)
         else:
             def observe(event: StreamEvent) -> None:
                 if isinstance(event, StreamError):  # its message reaches the client
@@ -251,7 +269,7 @@ class Proxy:
         return Answer(
             stream=_closing(stream, response),
             media_type=call.codec.stream_media_type,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **answer_headers},
             after=[self._record_usage(call, attempt, latency_ms, lambda: accumulator.response.usage)],
         )
 
@@ -260,12 +278,10 @@ class Proxy:
         attempt: Attempt,
         url: str,
         body: Any,
-        client_headers: Mapping[str, str] | None,
+        extra_headers: Mapping[str, str] | None,
         exchange: Exchange | None = None,
     ) -> httpx.Response:
-        headers = {"content-type": "application/json", "accept-encoding": "identity"}
-        if client_headers is not None and "anthropic-beta" in client_headers:
-            headers["anthropic-beta"] = client_headers["anthropic-beta"]
+        headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra_headers or {})}
         headers.update(attempt.codec.auth_headers(attempt.key))
         headers.update(attempt.provider.headers)
         content = dumpb(body)
@@ -296,33 +312,43 @@ class Proxy:
             )
         raise error
 
-    async def _inline_remote_images(self, request: Request) -> None:
-        """Gemini and Ollama cannot fetch image URLs: fetch them here."""
-        for message in request.messages:
-            for part in message.content:
-                images = [part] if isinstance(part, Image) else [
-                    p for p in getattr(part, "content", []) if isinstance(p, Image)
-                ]
-                for image in images:
-                    if image.data is None and image.url:
-                        await self._inline(image)
+    async def _prepare_media(self, request: Request, attempt: Attempt) -> None:
+        """Images and documents as the upstream can take them: fetched here
+        where it cannot fetch a URL itself; a document type it cannot read at
+        all is the client's to change (400, naming the upstream)."""
+        upstream = attempt.codec
+        for part in _media(request):
+            if isinstance(part, Document):
+                if part.text is not None:
+                    continue
+                if part.media_type not in upstream.document_types:
+                    raise ProxyError(
+                        400,
+                        f"{request.model!r} routes to provider {attempt.provider_id!r}, whose protocol "
+                        f"({upstream.protocol}) cannot read {part.media_type} documents; send the document's "
+                        "text instead, or use a model that reads them",
+                        param="messages",
+                    )
+                if part.data is None and not upstream.document_urls:
+                    part.data, part.media_type, part.url = *await self._fetch(part.url or "", "document"), None
+            elif part.data is None and part.url and upstream.needs_inline_images:
+                part.data, part.media_type, part.url = *await self._fetch(part.url, "image"), None
 
-    async def _inline(self, image: Image) -> None:
+    async def _fetch(self, url: str, what: str) -> tuple[str, str]:
+        """The base64 content and media type at `url`."""
         import base64
 
-        url = image.url or ""
         if not url.startswith(("http://", "https://")):
-            raise ProxyError(400, f"image URL {url[:80]!r} is neither http(s) nor a data: URL")
+            raise ProxyError(400, f"{what} URL {url[:80]!r} is neither http(s) nor a data: URL")
         try:
             response = await self.http.send("GET", url, timeout(30))
             await _read(response)
         except (httpx.HTTPError, httpx.InvalidURL, ProxyError) as exc:
-            raise ProxyError(400, f"cannot fetch image {url[:200]} ({type(exc).__name__})") from None
+            raise ProxyError(400, f"cannot fetch {what} {url[:200]} ({type(exc).__name__})") from None
         if response.status_code != 200 or len(response.content) > MAX_INLINED_IMAGE:
-            raise ProxyError(400, f"cannot fetch image {url[:200]} (status {response.status_code})")
-        image.data = base64.b64encode(response.content).decode()
-        image.media_type = response.headers.get("content-type", "image/png").split(";")[0]
-        image.url = None
+            raise ProxyError(400, f"cannot fetch {what} {url[:200]} (status {response.status_code})")
+        default = "image/png" if what == "image" else "application/pdf"
+        return base64.b64encode(response.content).decode(), response.headers.get("content-type", default).split(";")[0]
 
     # ------------------------------------------------------------ count tokens and embeddings
     # One upstream call on the first target, never touching key health.
@@ -371,6 +397,18 @@ class Proxy:
         if response.status_code >= 400:
             raise attempt.codec.decode_error(response.status_code, content, response.headers)
         return content
+
+
+def _media(request: Request) -> list[Image | Document]:
+    """Every image and document of the request, those in tool results too."""
+    found: list[Image | Document] = []
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, (Image, Document)):
+                found.append(part)
+            elif isinstance(part, ToolResult):
+                found.extend(p for p in part.content if isinstance(p, (Image, Document)))
+    return found
 
 
 async def _read(response: httpx.Response) -> bytes:

@@ -25,9 +25,17 @@ class _Model(BaseModel):
 # ---------------------------------------------------------------- content parts
 
 
+# A prompt-cache breakpoint: the upstream may cache the prompt up to and
+# including the part that carries it. The dict holds its options as Anthropic
+# spells them ({"type": "ephemeral", "ttl": "1h"}); upstreams without explicit
+# caching ignore it.
+CacheMark = dict[str, Any]
+
+
 class Text(_Model):
     type: Literal["text"] = "text"
     text: str
+    cache: CacheMark | None = None
 
 
 class Image(_Model):
@@ -37,6 +45,20 @@ class Image(_Model):
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
+    cache: CacheMark | None = None
+
+
+class Document(_Model):
+    """A document for the model to read: a PDF (base64 `data` or `url`) or
+    plain text (`text`). `title` is the name the client gave it."""
+
+    type: Literal["document"] = "document"
+    media_type: str = "application/pdf"
+    data: str | None = None
+    url: str | None = None
+    text: str | None = None
+    title: str | None = None
+    cache: CacheMark | None = None
 
 
 class Thinking(_Model):
@@ -72,17 +94,33 @@ class ToolResult(_Model):
     type: Literal["tool_result"] = "tool_result"
     id: str
     name: str | None = None
-    content: list[Annotated[Union[Text, Image], Field(discriminator="type")]] = Field(
+    content: list[Annotated[Union[Text, Image, Document], Field(discriminator="type")]] = Field(
         default_factory=list
     )
     is_error: bool = False
+    cache: CacheMark | None = None
 
 
-Part = Annotated[Union[Text, Image, Thinking, ToolCall, ToolResult], Field(discriminator="type")]
+class ServerToolUse(_Model):
+    """A tool the upstream's own servers ran (a web search), kept in history
+    as what was asked and what came back, in words any model can read."""
+
+    type: Literal["server_tool"] = "server_tool"
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+
+
+Part = Annotated[Union[Text, Image, Document, Thinking, ToolCall, ToolResult, ServerToolUse], Field(discriminator="type")]
 
 
 class Message(_Model):
-    role: Literal["user", "assistant"]
+    """One turn. A `system` turn is an instruction given mid-conversation:
+    upstreams that take such turns keep it in place, the others fold it into
+    their system prompt in order (protocols.common.fold_system_turns)."""
+
+    role: Literal["user", "assistant", "system"]
     content: list[Part] = Field(default_factory=list)
 
 
@@ -93,6 +131,19 @@ class Tool(_Model):
     name: str
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    cache: CacheMark | None = None
+
+
+class ServerTool(_Model):
+    """A tool the upstream runs itself (`kind`: web_search, web_fetch,
+    code_execution, ...). `options` are the client's settings for it
+    (allowed domains, max uses); `wire` is the client's own definition, for
+    an upstream of the same protocol."""
+
+    kind: str
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    wire: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolChoice(_Model):
@@ -130,8 +181,11 @@ class Reasoning(_Model):
 class Request(_Model):
     model: str
     system: str | None = None
+    # A cache breakpoint at the end of the system prompt.
+    system_cache: CacheMark | None = None
     messages: list[Message] = Field(default_factory=list)
     tools: list[Tool] = Field(default_factory=list)
+    server_tools: list[ServerTool] = Field(default_factory=list)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_tokens: int | None = None
@@ -148,6 +202,9 @@ class Request(_Model):
     # Whether a streamed answer should report usage (OpenAI's
     # stream_options.include_usage; the other protocols always do).
     stream_usage: bool = True
+    # Optional protocol features the client turned on (Anthropic's
+    # anthropic-beta flags); an upstream that knows them may send them on.
+    betas: list[str] = Field(default_factory=list)
     # Facts about the client's request that only its own codec reads back when
     # it encodes the answer (for instance Ollama's /api/generate endpoint).
     client_state: dict[str, Any] = Field(default_factory=dict)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
 
 from ..errors import ProxyError
@@ -70,6 +70,7 @@ class ClientContext:
     model: str | None = None   # from the path (Gemini)
     stream: bool | None = None  # from the path (Gemini)
     endpoint: str = ""          # from the route (Ollama generate)
+    headers: Mapping[str, str] = field(default_factory=dict)  # the client's (Anthropic's betas)
 
 
 class StreamEncoder(ABC):
@@ -142,6 +143,27 @@ class Codec(ABC):
     routes: ClassVar[tuple[Route, ...]]
     stream_media_type: ClassVar[str] = "text/event-stream"
 
+    # ------------------------------------------------------------ capabilities
+    # What differs between protocols, declared here and read by the core.
+
+    # The client's headers that an upstream of the same protocol needs to see
+    # the request as the client meant it (never auth); sent on in pass-through.
+    forwarded_headers: ClassVar[tuple[str, ...]] = ()
+    # Whether the upstream understands Request.betas (through upstream_headers).
+    takes_betas: ClassVar[bool] = False
+    # Server tools (Request.server_tools kinds) the upstream runs itself.
+    server_tools: ClassVar[frozenset[str]] = frozenset()
+    # Document media types the upstream reads; plain-text documents become
+    # text where it has no document input of their type.
+    document_types: ClassVar[frozenset[str]] = frozenset()
+    # Whether the upstream fetches a document given by URL itself.
+    document_urls: ClassVar[bool] = False
+    # Whether the upstream cannot fetch image URLs, so the proxy must.
+    needs_inline_images: ClassVar[bool] = False
+    # The key that names the model in answers and stream records; a stream
+    # record without it is passed on as it came.
+    model_key: ClassVar[str] = "model"
+
     # ------------------------------------------------------------ client side
 
     @abstractmethod
@@ -197,12 +219,32 @@ class Codec(ABC):
         message is the upstream's own where it has one; retry_after is read
         from headers (retry-after) or the body (Gemini RetryInfo)."""
 
+    def upstream_headers(self, request: Request) -> dict[str, str]:
+        """Headers the encoded request needs beyond auth (feature flags)."""
+        return {}
+
+    def left_out(self, request: Request) -> list[str]:
+        """What of the client's request this upstream cannot carry and its
+        encoding leaves out, in words for the exchange record and the
+        answer's warning header."""
+        missing = [f"server tool {t.name} ({t.kind})" for t in request.server_tools if t.kind not in self.server_tools]
+        if request.betas and not self.takes_betas:
+            missing += [f"beta {beta}" for beta in request.betas]
+        return missing
+
     # ------------------------------------------------------------ same protocol
 
     def passthrough_body(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         """The client's body sent unchanged to an upstream of the same
         protocol, but for the model name."""
         return {**body, "model": model}
+
+    def rename_model(self, answer: Any, model: str) -> None:
+        """An upstream answer or stream record of this protocol, changed in
+        place to name `model` (the client's name) wherever it names one:
+        clients check that the answer is from the model they asked for."""
+        if isinstance(answer, dict) and self.model_key in answer:
+            answer[self.model_key] = model
 
     # ------------------------------------------------------------ models
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,8 @@ from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import for_anthropic, new_call_id
 from ..jsonutil import dumpb
 from ..unified import (
+    CacheMark,
+    Document,
     Finish,
     Image,
     Message,
@@ -23,6 +26,8 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    ServerTool,
+    ServerToolUse,
     Start,
     StopReason,
     StreamError,
@@ -43,7 +48,7 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import effort_to_budget, name_tool_results, retry_after, upstream_error_body, validate
+from .common import effort_to_budget, fold_system_turns, name_tool_results, retry_after, server_tool_text, upstream_error_body, validate
 
 log = logging.getLogger("ccproxy")
 
@@ -53,6 +58,14 @@ MIN_THINKING_BUDGET = 1024
 # A Gemini thought signature handed to a Claude client rides in a thinking
 # block's signature, marked so it is recognised when the client sends it back.
 GEMINI_MARK = "gemini:"
+# The beta under which the API takes {"role": "system"} turns inside messages.
+SYSTEM_TURNS_BETA = "mid-conversation-system-2026-04-07"
+MAX_CACHE_MARKS = 4
+# The wire type of each server tool Anthropic runs, for a request that named
+# the tool in another protocol.
+_SERVER_TOOL_TYPES = {"web_search": "web_search_20250305", "web_fetch": "web_fetch_20250910",
+                      "code_execution": "code_execution_20250825"}
+_DATED_TOOL = re.compile(r"(.+)_(\d{8})\Z")
 
 # ---------------------------------------------------------------- wire models
 
@@ -62,7 +75,7 @@ class _Wire(BaseModel):
 
 
 class _MessageIn(_Wire):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
@@ -165,21 +178,68 @@ def _signature_out(signature: str | None, origin: str | None) -> str:
 # ---------------------------------------------------------------- client request decoding
 
 
-def _system_text(system: str | list[dict[str, Any]] | None) -> str | None:
+def _system(system: str | list[dict[str, Any]] | None) -> tuple[str | None, CacheMark | None]:
+    """The system prompt's text, and the cache breakpoint its last marked
+    block set (Anthropic caches the prompt up to there)."""
     if system is None:
-        return None
+        return None, None
     if isinstance(system, str):
-        return system or None
-    return "\n\n".join(b.get("text", "") for b in system if b.get("type") == "text") or None
+        return system or None, None
+    texts = [b for b in system if isinstance(b, dict) and b.get("type") == "text"]
+    marked = [b["cache_control"] for b in texts if isinstance(b.get("cache_control"), dict)]
+    return "\n\n".join(str(b.get("text", "")) for b in texts) or None, (marked[-1] if marked else None)
+
+
+def _cache(block: dict[str, Any]) -> CacheMark | None:
+    mark = block.get("cache_control")
+    return mark if isinstance(mark, dict) else None
+
+
+def _source(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise ProxyError(400, f"{where}.source: give the {block.get('type')}'s source object", param=f"{where}.source")
+    return source
 
 
 def _image(block: dict[str, Any], where: str) -> Image:
-    source = block.get("source") or {}
+    source = _source(block, where)
     if source.get("type") == "base64":
-        return Image(media_type=source.get("media_type"), data=source.get("data"))
+        return Image(media_type=source.get("media_type"), data=source.get("data"), cache=_cache(block))
     if source.get("type") == "url":
-        return Image(url=source.get("url"))
+        return Image(url=source.get("url"), cache=_cache(block))
     raise ProxyError(400, f"{where}.source.type: give base64 or url", param=f"{where}.source")
+
+
+def _document(block: dict[str, Any], where: str) -> Document:
+    source = _source(block, where)
+    kind = source.get("type")
+    common = {"title": block.get("title"), "cache": _cache(block)}
+    if kind == "base64":
+        return Document(media_type=str(source.get("media_type") or "application/pdf"), data=str(source.get("data") or ""), **common)
+    if kind == "url":
+        return Document(url=str(source.get("url") or ""), **common)
+    if kind == "text":
+        return Document(media_type="text/plain", text=str(source.get("data") or ""), **common)
+    if kind == "content":
+        inner = source.get("content")
+        text = inner if isinstance(inner, str) else "\n".join(
+            str(b.get("text", "")) for b in inner or [] if isinstance(b, dict) and b.get("type") == "text")
+        return Document(media_type="text/plain", text=text, **common)
+    raise ProxyError(400, f"{where}.source.type: give base64, url, text or content", param=f"{where}.source.type")
+
+
+def _search_results(block: dict[str, Any]) -> str:
+    """A server tool's result block in words: each result's title and URL,
+    or the error the tool met."""
+    content = block.get("content")
+    if isinstance(content, dict):
+        return f"error: {content.get('error_code', 'unknown')}"
+    lines = []
+    for item in content if isinstance(content, list) else []:
+        if isinstance(item, dict):
+            lines.append(" - ".join(str(item[k]) for k in ("title", "url") if item.get(k)) or str(item.get("text", "")))
+    return "\n".join(lines)
 
 
 def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[Any]:
@@ -187,13 +247,20 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
         return [Text(text=content)]
     parts: list[Any] = []
     pending_signature: str | None = None
+    server_uses: dict[str, ServerToolUse] = {}
     for i, block in enumerate(content):
         here = f"{where}.content.{i}"
+        if not isinstance(block, dict):
+            raise ProxyError(400, f"{here}: a content block must be an object", param=here)
         kind = block.get("type")
+        if role == "system" and kind != "text":
+            raise ProxyError(400, f"{here}.type: a system turn holds text blocks only", param=here)
         if kind == "text":
-            parts.append(Text(text=block.get("text", "")))
+            parts.append(Text(text=str(block.get("text", "")), cache=_cache(block)))
         elif kind == "image":
             parts.append(_image(block, here))
+        elif kind == "document":
+            parts.append(_document(block, here))
         elif kind == "tool_use" and role == "assistant":
             call = ToolCall(id=block["id"], name=block["name"], arguments=block.get("input") or {})
             if pending_signature is not None:
@@ -205,8 +272,9 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
             parts.append(
                 ToolResult(
                     id=block["tool_use_id"],
-                    content=[p for p in result_parts if isinstance(p, (Text, Image))],
+                    content=[p for p in result_parts if isinstance(p, (Text, Image, Document))],
                     is_error=bool(block.get("is_error")),
+                    cache=_cache(block),
                 )
             )
         elif kind == "thinking":
@@ -220,7 +288,15 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
                 parts.append(Thinking(text=block.get("thinking", ""), signature=signature, origin="claude" if signature else None))
         elif kind == "redacted_thinking":
             parts.append(Thinking(signature=block.get("data"), redacted=True, origin="claude"))
-        elif kind in ("document", "search_result", "server_tool_use", "web_search_tool_result", "container_upload"):
+        elif kind == "server_tool_use" and role == "assistant":
+            use = ServerToolUse(id=str(block.get("id", "")), name=str(block.get("name", "")), input=block.get("input") or {})
+            server_uses[use.id] = use
+            parts.append(use)
+        elif isinstance(kind, str) and kind.endswith("_tool_result") and role == "assistant":
+            use = server_uses.get(str(block.get("tool_use_id")))
+            if use is not None:
+                use.result = _search_results(block)
+        elif kind in ("search_result", "container_upload"):
             raise ProxyError(400, f"{here}: content blocks of type {kind!r} cannot be converted for this model", param=here)
         else:
             raise ProxyError(400, f"{here}.type: {kind!r} is not a content block this proxy understands", param=here)
@@ -229,18 +305,29 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
     return parts
 
 
-def _decode_tools(tools: list[dict[str, Any]] | None) -> list[Tool]:
-    out = []
+def _decode_tools(tools: list[dict[str, Any]] | None) -> tuple[list[Tool], list[ServerTool]]:
+    out, server = [], []
     for i, tool in enumerate(tools or []):
-        if tool.get("type") not in (None, "custom"):
-            # Server tools (web search, code execution...) exist only on Anthropic's side.
-            log.info("dropping server tool %s: no equivalent outside Anthropic", tool.get("type"))
+        if not isinstance(tool, dict):
+            raise ProxyError(400, f"tools.{i}: a tool must be an object", param=f"tools.{i}")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            # Versioned tools (web_search_20250305, bash_20250124...) that
+            # Anthropic runs or defines itself: each upstream takes the ones it
+            # has an equivalent of and leaves the rest out.
+            dated = _DATED_TOOL.match(str(kind))
+            options = {k: v for k, v in tool.items() if k not in ("type", "name", "cache_control")}
+            server.append(ServerTool(kind=dated.group(1) if dated else str(kind), name=str(tool.get("name") or kind),
+                                     options=options, wire=tool))
             continue
         if not isinstance(tool.get("name"), str):
             raise ProxyError(400, f"tools.{i}.name: a tool needs a name", param=f"tools.{i}.name")
+        schema = tool.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise ProxyError(400, f"tools.{i}.input_schema: give a JSON Schema object", param=f"tools.{i}.input_schema")
         out.append(Tool(name=tool["name"], description=tool.get("description"),
-                        parameters=tool.get("input_schema") or {"type": "object", "properties": {}}))
-    return out
+                        parameters=schema or {"type": "object", "properties": {}}, cache=_cache(tool)))
+    return out, server
 
 
 def _decode_tool_choice(choice: dict[str, Any] | None) -> tuple[ToolChoice | None, bool | None]:
@@ -266,7 +353,12 @@ def _decode_reasoning(thinking: dict[str, Any] | None, output_config: dict[str, 
     return Reasoning(enabled=False)
 
 
-def _decode(wire: _MessagesRequest, stream: bool) -> Request:
+def _betas(ctx: ClientContext) -> list[str]:
+    value = ctx.headers.get("anthropic-beta") or ""
+    return [beta.strip() for beta in value.split(",") if beta.strip()]
+
+
+def _decode(wire: _MessagesRequest, stream: bool, betas: list[str]) -> Request:
     messages: list[Message] = []
     for i, message in enumerate(wire.messages):
         parts = _blocks(message.content, message.role, f"messages.{i}")
@@ -277,11 +369,16 @@ def _decode(wire: _MessagesRequest, stream: bool) -> Request:
     name_tool_results(messages)
     tool_choice, parallel = _decode_tool_choice(wire.tool_choice)
     fmt = (wire.output_config or {}).get("format")
+    system, system_cache = _system(wire.system)
+    tools, server_tools = _decode_tools(wire.tools)
     return Request(
         model=wire.model,
-        system=_system_text(wire.system),
+        system=system,
+        system_cache=system_cache,
         messages=messages,
-        tools=_decode_tools(wire.tools),
+        tools=tools,
+        server_tools=server_tools,
+        betas=betas,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         max_tokens=wire.max_tokens,
@@ -550,26 +647,36 @@ def _thinking_allowed(request: Request) -> bool:
     return True
 
 
+def _marked(block: dict[str, Any], cache: CacheMark | None) -> dict[str, Any]:
+    if cache is not None:
+        block["cache_control"] = cache
+    return block
+
+
 def _content(message: Message, keep_thinking: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, Text):
             if part.text:
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_marked({"type": "text", "text": part.text}, part.cache))
         elif isinstance(part, Image):
             blocks.append(_image_block(part))
+        elif isinstance(part, Document):
+            blocks.append(_document_block(part))
         elif isinstance(part, ToolCall):
             blocks.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
         elif isinstance(part, ToolResult):
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": for_anthropic(part.id)}
-            inner = [{"type": "text", "text": p.text} if isinstance(p, Text) else _image_block(p)
-                     for p in part.content if not (isinstance(p, Text) and not p.text)]
+            inner = [_result_block(p) for p in part.content if not (isinstance(p, Text) and not p.text)]
             if inner:
-                only_text = all(b["type"] == "text" for b in inner)
-                result["content"] = "".join(b["text"] for b in inner) if only_text else inner
+                plain = all(b["type"] == "text" and "cache_control" not in b for b in inner)
+                result["content"] = "".join(b["text"] for b in inner) if plain else inner
             if part.is_error:
                 result["is_error"] = True
-            blocks.append(result)
+            blocks.append(_marked(result, part.cache))
+        elif isinstance(part, ServerToolUse):
+            # Another vendor's server ran it: what it did, in words.
+            blocks.append({"type": "text", "text": server_tool_text(part)})
         elif isinstance(part, Thinking) and keep_thinking and part.origin == "claude" and part.signature:
             if part.redacted:
                 blocks.append({"type": "redacted_thinking", "data": part.signature})
@@ -580,15 +687,45 @@ def _content(message: Message, keep_thinking: bool) -> list[dict[str, Any]]:
     return blocks
 
 
+def _result_block(part: Text | Image | Document) -> dict[str, Any]:
+    if isinstance(part, Text):
+        return _marked({"type": "text", "text": part.text}, part.cache)
+    if isinstance(part, Image):
+        return _image_block(part)
+    return _document_block(part)
+
+
 def _image_block(image: Image) -> dict[str, Any]:
     if image.data is not None:
-        return {"type": "image", "source": {"type": "base64", "media_type": image.media_type or "image/png", "data": image.data}}
-    return {"type": "image", "source": {"type": "url", "url": image.url or ""}}
+        source = {"type": "base64", "media_type": image.media_type or "image/png", "data": image.data}
+    else:
+        source = {"type": "url", "url": image.url or ""}
+    return _marked({"type": "image", "source": source}, image.cache)
 
 
-def _messages(request: Request, keep_thinking: bool) -> list[dict[str, Any]]:
+def _document_block(document: Document) -> dict[str, Any]:
+    if document.text is not None:
+        source: dict[str, Any] = {"type": "text", "media_type": "text/plain", "data": document.text}
+    elif document.data is not None:
+        source = {"type": "base64", "media_type": document.media_type, "data": document.data}
+    else:
+        source = {"type": "url", "url": document.url or ""}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if document.title:
+        block["title"] = document.title
+    return _marked(block, document.cache)
+
+
+def _messages(request: Request, keep_thinking: bool, system_turns: bool) -> list[dict[str, Any]]:
+    """Turns as the API takes them: one role at a time, a user turn first;
+    system turns stay in place only under the beta that allows them."""
     out: list[dict[str, Any]] = []
     for message in request.messages:
+        if message.role == "system":
+            if system_turns:
+                out.append({"role": "system", "content": [_marked({"type": "text", "text": p.text}, p.cache)
+                                                          for p in message.content if isinstance(p, Text) and p.text]})
+            continue
         blocks = _content(message, keep_thinking)
         if not blocks:
             continue
@@ -598,19 +735,39 @@ def _messages(request: Request, keep_thinking: bool) -> list[dict[str, Any]]:
                 out[-1]["content"].sort(key=lambda b: b["type"] != "tool_result")
         else:
             out.append({"role": message.role, "content": blocks})
-    if out and out[0]["role"] != "user":
-        out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
+    first = next((m for m in out if m["role"] != "system"), None)
+    if first is not None and first["role"] != "user":
+        out.insert(out.index(first), {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
     return out
+
+
+def _limit_cache_marks(body: dict[str, Any], limit: int = MAX_CACHE_MARKS) -> None:
+    """The API takes at most four cache breakpoints; a later one caches more,
+    so the earliest ones beyond four are dropped."""
+    marked: list[dict[str, Any]] = [t for t in body.get("tools", []) if "cache_control" in t]
+    system = body.get("system")
+    if isinstance(system, list):
+        marked += [b for b in system if "cache_control" in b]
+    for message in body["messages"]:
+        for block in message["content"]:
+            if "cache_control" in block:
+                marked.append(block)
+            inner = block.get("content")
+            if isinstance(inner, list):
+                marked += [b for b in inner if isinstance(b, dict) and "cache_control" in b]
+    for block in marked[: max(len(marked) - limit, 0)]:
+        del block["cache_control"]
 
 
 def _tools_and_choice(request: Request, thinking: bool) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    if not request.tools:
+    server = [_server_tool(t) for t in request.server_tools if t.wire or t.kind in _SERVER_TOOL_TYPES]
+    if not request.tools and not server:
         return body
     body["tools"] = [
-        {"name": t.name, "description": t.description or "", "input_schema": _object_schema(t.parameters)}
+        _marked({"name": t.name, "description": t.description or "", "input_schema": _object_schema(t.parameters)}, t.cache)
         for t in request.tools
-    ]
+    ] + server
     choice = request.tool_choice
     wire: dict[str, Any] | None = None
     if choice is not None:
@@ -624,6 +781,12 @@ def _tools_and_choice(request: Request, thinking: bool) -> dict[str, Any]:
     if wire is not None:
         body["tool_choice"] = wire
     return body
+
+
+def _server_tool(tool: ServerTool) -> dict[str, Any]:
+    if tool.wire:
+        return tool.wire
+    return {"type": _SERVER_TOOL_TYPES[tool.kind], "name": tool.kind, **tool.options}
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -643,12 +806,17 @@ class ClaudeCodec(Codec):
         Route("GET", r"/v1/models", "list_models", header="anthropic-version"),
         Route("GET", r"/v1/models/(?P<model>.+)", "get_model", header="anthropic-version"),
     )
+    forwarded_headers = ("anthropic-beta",)
+    takes_betas = True
+    server_tools = frozenset(_SERVER_TOOL_TYPES)
+    document_types = frozenset({"application/pdf", "text/plain"})
+    document_urls = True
 
     # ------------------------------------------------------------ client side
 
     def decode_request(self, body: Any, ctx: ClientContext) -> Request:
         wire = validate(_MessagesRequest, body)
-        return _decode(wire, bool(wire.stream))
+        return _decode(wire, bool(wire.stream), _betas(ctx))
 
     def encode_response(self, response: Response, request: Request) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
@@ -700,10 +868,13 @@ class ClaudeCodec(Codec):
         return headers
 
     def encode_request(self, request: Request, model: str) -> dict[str, Any]:
+        system_turns = SYSTEM_TURNS_BETA in request.betas
+        if not system_turns:
+            request = fold_system_turns(request)
         reasoning = request.reasoning
         forced_tool = request.tool_choice is not None and request.tool_choice.mode in ("any", "tool")
         thinking = bool(reasoning and reasoning.enabled) and _thinking_allowed(request) and not forced_tool
-        body: dict[str, Any] = {"model": model, "messages": _messages(request, keep_thinking=thinking)}
+        body: dict[str, Any] = {"model": model, "messages": _messages(request, thinking, system_turns)}
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
         system = request.system
         fmt = request.response_format
@@ -711,7 +882,7 @@ class ClaudeCodec(Codec):
             note = "Answer with one JSON object and nothing else."
             system = f"{system}\n\n{note}" if system else note
         if system:
-            body["system"] = system
+            body["system"] = [_marked({"type": "text", "text": system}, request.system_cache)] if request.system_cache else system
         if thinking:
             assert reasoning is not None
             budget = max(reasoning.budget_tokens or effort_to_budget(reasoning.effort), MIN_THINKING_BUDGET)
@@ -737,7 +908,22 @@ class ClaudeCodec(Codec):
             body["output_config"] = {"format": {"type": "json_schema", "schema": fmt.schema_}}
         if request.stream:
             body["stream"] = True
+        _limit_cache_marks(body)
         return body
+
+    def upstream_headers(self, request: Request) -> dict[str, str]:
+        return {"anthropic-beta": ",".join(request.betas)} if request.betas else {}
+
+    def left_out(self, request: Request) -> list[str]:
+        # A tool in Anthropic's own wire form is sent as it came.
+        return [f"server tool {t.name} ({t.kind})" for t in request.server_tools
+                if not t.wire and t.kind not in self.server_tools]
+
+    def rename_model(self, answer: Any, model: str) -> None:
+        if isinstance(answer, dict) and answer.get("type") == "message_start" and isinstance(answer.get("message"), dict):
+            answer["message"]["model"] = model
+        else:
+            super().rename_model(answer, model)
 
     def decode_response(self, body: Any) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
@@ -786,7 +972,7 @@ class ClaudeCodec(Codec):
     # ------------------------------------------------------------ count tokens
 
     def decode_count_request(self, body: Any, ctx: ClientContext) -> Request:
-        return _decode(validate(_CountRequest, body), stream=False)
+        return _decode(validate(_CountRequest, body), False, _betas(ctx))
 
     def encode_count_response(self, tokens: int) -> dict[str, Any]:
         return {"input_tokens": tokens}

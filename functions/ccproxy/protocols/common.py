@@ -217,3 +217,71 @@ def now_iso() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def fold_system_turns(request: Any) -> Any:
+    """The request with its mid-conversation system turns folded into the
+    system prompt, in order, for upstreams that take a system prompt only at
+    the top. Turns of one role that meet once a system turn is gone are
+    merged, as those upstreams want roles to alternate."""
+    from ..unified import Message
+
+    if not any(m.role == "system" for m in request.messages):
+        return request
+    system = [request.system] if request.system else []
+    messages: list[Message] = []
+    for message in request.messages:
+        if message.role == "system":
+            text = text_of(message.content)
+            if text:
+                system.append(text)
+        elif messages and messages[-1].role == message.role:
+            messages[-1] = Message(role=message.role, content=[*messages[-1].content, *message.content])
+        else:
+            messages.append(message)
+    return request.model_copy(update={"system": "\n\n".join(system) or None, "messages": messages})
+
+
+def split_leading_system(turns: list[tuple[str, list[Any]]]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+    """System texts that open a conversation (they form its system prompt),
+    and the turns after them, where a system turn stays a turn of its own."""
+    leading: list[str] = []
+    i = 0
+    while i < len(turns) and turns[i][0] == "system":
+        text = text_of(turns[i][1])
+        if text:
+            leading.append(text)
+        i += 1
+    return leading, turns[i:]
+
+
+def server_tool_text(use: Any) -> str:
+    """A server tool's use from history, in words, for an upstream that did
+    not run it: what was asked and what came back."""
+    from ..jsonutil import dumps
+
+    text = f"[{use.name} {dumps(use.input)}]"
+    return f"{text}\n{use.result}" if use.result else text
+
+
+def document_text(document: Any) -> str:
+    """A plain-text document as text, under its title, for an upstream with no
+    text documents of its own."""
+    title = f"Document: {document.title}\n\n" if document.title else ""
+    return title + (document.text or "")
+
+
+def as_text_parts(parts: list[Any]) -> list[Any]:
+    """Plain-text documents and server tool uses as Text parts, for an
+    upstream that reads neither."""
+    from ..unified import Document, ServerToolUse, Text
+
+    out = []
+    for part in parts:
+        if isinstance(part, Document) and part.text is not None:
+            out.append(Text(text=document_text(part)))
+        elif isinstance(part, ServerToolUse):
+            out.append(Text(text=server_tool_text(part)))
+        else:
+            out.append(part)
+    return out

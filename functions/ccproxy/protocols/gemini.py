@@ -3,6 +3,7 @@ client's protocol and as an upstream's."""
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import re
@@ -14,6 +15,7 @@ from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import new_call_id
 from ..jsonutil import dumpb, dumps, loads_object
 from ..unified import (
+    Document,
     EmbedRequest,
     EmbedResponse,
     Finish,
@@ -23,6 +25,8 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    ServerTool,
+    ServerToolUse,
     Start,
     StopReason,
     StreamError,
@@ -43,7 +47,17 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import call_names, effort_to_budget, pair_tool_results, retry_after, text_of, upstream_error_body
+from .common import (
+    call_names,
+    document_text,
+    effort_to_budget,
+    fold_system_turns,
+    pair_tool_results,
+    retry_after,
+    server_tool_text,
+    text_of,
+    upstream_error_body,
+)
 from .gemini_schema import from_gemini, has_properties, to_gemini
 
 # History the model did not sign itself (another vendor's turn, or a client
@@ -197,9 +211,13 @@ def _decode_parts(parts: Any, where: str) -> list[Any]:
         elif response is not None:
             out.append(_tool_result(response, here))
         elif inline is not None:
-            out.append(Image(media_type=_get(inline, "mimeType"), data=inline.get("data")))
+            out.append(_inline_part(inline, here))
         elif file is not None:
-            out.append(Image(media_type=_get(file, "mimeType"), url=_get(file, "fileUri")))
+            media_type = _get(file, "mimeType")
+            if isinstance(media_type, str) and not media_type.startswith("image/"):
+                out.append(Document(media_type=media_type, url=_get(file, "fileUri")))
+            else:
+                out.append(Image(media_type=media_type, url=_get(file, "fileUri")))
         elif "text" in part:
             if part.get("thought"):
                 out.append(Thinking(text=part["text"] or "", signature=signature, origin="gemini"))
@@ -216,6 +234,21 @@ def _decode_parts(parts: Any, where: str) -> list[Any]:
         if isinstance(part, ToolCall) and not part.id:
             part.id = new_call_id()
     return out
+
+
+def _inline_part(inline: Any, where: str) -> Image | Document:
+    if not isinstance(inline, dict) or not isinstance(inline.get("data"), str):
+        raise _bad(f"{where}.inlineData: give mimeType and base64 data", where)
+    media_type = _get(inline, "mimeType")
+    data = inline["data"]
+    if not isinstance(media_type, str) or media_type.startswith("image/"):
+        return Image(media_type=media_type, data=data)
+    if media_type.startswith("text/"):
+        try:
+            return Document(media_type="text/plain", text=base64.b64decode(data).decode("utf-8"))
+        except ValueError:
+            raise _bad(f"{where}.inlineData.data: not base64 UTF-8 text", where) from None
+    return Document(media_type=media_type, data=data)
 
 
 def _tool_result(response: dict[str, Any], where: str) -> ToolResult:
@@ -238,7 +271,24 @@ def _tool_result(response: dict[str, Any], where: str) -> ToolResult:
     return ToolResult(id=response.get("id") or "", name=response["name"], content=content, is_error=is_error)
 
 
+# Gemini's own tools, by the kind of server tool each is.
+_SERVER_TOOLS = {"googleSearch": "web_search", "urlContext": "web_fetch", "codeExecution": "code_execution"}
+_SERVER_TOOL_KEYS = {kind: key for key, kind in _SERVER_TOOLS.items()}
+
+
+def _decode_server_tools(tools: Any) -> list[ServerTool]:
+    out = []
+    for entry in tools or []:
+        for key, kind in _SERVER_TOOLS.items():
+            options = _get(entry, key)
+            if options is not None:
+                out.append(ServerTool(kind=kind, name=_snake(key), options=options if isinstance(options, dict) else {}))
+    return out
+
+
 def _decode_tools(tools: Any) -> list[Tool]:
+    if tools is not None and not isinstance(tools, list):
+        raise _bad("tools: must be a list", "tools")
     out = []
     for entry in tools or []:
         for declaration in _get(entry, "functionDeclarations") or []:
@@ -307,6 +357,7 @@ def _decode_request(body: Any, model: str, stream: bool) -> Request:
         system=system_text,
         messages=_decode_contents(body.get("contents")),
         tools=_decode_tools(body.get("tools")),
+        server_tools=_decode_server_tools(body.get("tools")),
         tool_choice=_decode_tool_choice(_get(body, "toolConfig")),
         max_tokens=_get(generation, "maxOutputTokens"),
         temperature=generation.get("temperature"),
@@ -534,6 +585,10 @@ def _contents(request: Request) -> list[dict[str, Any]]:
                         parts[-1]["thoughtSignature"], signature = signature, None
             elif isinstance(part, Image):
                 parts.append(_image_part(part))
+            elif isinstance(part, Document):
+                parts.append(_document_part(part))
+            elif isinstance(part, ServerToolUse):
+                parts.append({"text": server_tool_text(part)})
             elif isinstance(part, Thinking):
                 if part.origin == "gemini" and part.signature and not part.redacted:
                     signature = part.signature
@@ -547,7 +602,8 @@ def _contents(request: Request) -> list[dict[str, Any]]:
                 parts.append(call)
             elif isinstance(part, ToolResult):
                 parts.append(_response_part(part, names))
-                trailing.extend(_image_part(p) for p in part.content if isinstance(p, Image))
+                trailing.extend(_image_part(p) if isinstance(p, Image) else _document_part(p)
+                                for p in part.content if isinstance(p, (Image, Document)))
         parts.extend(trailing)
         if not parts:
             continue
@@ -562,6 +618,14 @@ def _image_part(image: Image) -> dict[str, Any]:
     if image.data is not None:
         return {"inlineData": {"mimeType": image.media_type or "image/png", "data": image.data}}
     return {"fileData": {"mimeType": image.media_type or "image/png", "fileUri": image.url or ""}}
+
+
+def _document_part(document: Document) -> dict[str, Any]:
+    if document.text is not None:
+        return {"text": document_text(document)}
+    if document.data is not None:
+        return {"inlineData": {"mimeType": document.media_type, "data": document.data}}
+    return {"fileData": {"mimeType": document.media_type, "fileUri": document.url or ""}}
 
 
 def _response_part(result: ToolResult, names: dict[str, str]) -> dict[str, Any]:
@@ -583,8 +647,19 @@ def _response_part(result: ToolResult, names: dict[str, str]) -> dict[str, Any]:
     return {"functionResponse": {"id": result.id, "name": name, "response": response}}
 
 
+def _usable_server_tools(request: Request) -> list[ServerTool]:
+    """Gemini's own tools run only in a request without function
+    declarations (the API refuses the mix on most models)."""
+    if request.tools:
+        return []
+    return [t for t in request.server_tools if t.kind in _SERVER_TOOL_KEYS]
+
+
 def _tools(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {}
+    server = [{_SERVER_TOOL_KEYS[t.kind]: {}} for t in _usable_server_tools(request)]
+    if server:
+        body["tools"] = server
     if not request.tools:
         return body
     declarations = []
@@ -663,6 +738,15 @@ class GeminiCodec(Codec):
         Route("GET", r"/v1/models", "list_models", header="x-goog-api-key"),
         Route("GET", r"/v1/models/(?P<model>[^/:]+)", "get_model", header="x-goog-api-key"),
     )
+    server_tools = frozenset(_SERVER_TOOL_KEYS)
+    document_types = frozenset({"application/pdf", "text/plain"})
+    needs_inline_images = True
+    model_key = "modelVersion"
+
+    def left_out(self, request: Request) -> list[str]:
+        usable = _usable_server_tools(request)
+        return [f"server tool {t.name} ({t.kind})" + (" beside function tools" if t.kind in self.server_tools else "")
+                for t in request.server_tools if t not in usable] + [f"beta {beta}" for beta in request.betas]
 
     # ------------------------------------------------------------ client side
 
@@ -719,6 +803,7 @@ class GeminiCodec(Codec):
         return {"x-goog-api-key": key} if key else {}
 
     def encode_request(self, request: Request, model: str) -> dict[str, Any]:
+        request = fold_system_turns(request)
         body: dict[str, Any] = {"contents": _contents(request)}
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}

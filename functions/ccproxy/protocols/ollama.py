@@ -41,7 +41,9 @@ from ..unified import (
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
 from .common import (
+    as_text_parts,
     call_names,
+    fold_system_turns,
     now_iso,
     pair_tool_results,
     retry_after,
@@ -171,8 +173,12 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
         where = f"messages.{i}"
         parts: list[Any] = []
         if message.role == "system":
-            if message.content:
+            # The ones that open the conversation are its system prompt; a
+            # later one is a turn of its own.
+            if message.content and not messages:
                 system.append(message.content)
+            elif message.content:
+                messages.append(Message(role="system", content=[Text(text=message.content)]))
             continue
         if message.role == "tool":
             content: list[Any] = [Text(text=message.content or "")]
@@ -375,11 +381,13 @@ class _LineDecoder(RecordDecoder):
 
 
 def _encode_messages(request: Request) -> list[dict[str, Any]]:
+    request = fold_system_turns(request)
     names = call_names(request.messages)
     out: list[dict[str, Any]] = []
     if request.system:
         out.append({"role": "system", "content": request.system})
     for message in request.messages:
+        message = message.model_copy(update={"content": as_text_parts(message.content)})
         if message.role == "assistant":
             entry: dict[str, Any] = {"role": "assistant", "content": text_of(message.content)}
             thinking = "".join(p.text for p in message.content if isinstance(p, Thinking) and p.origin == "ollama")
@@ -440,6 +448,7 @@ class OllamaCodec(Codec):
         Route("GET", r"/api/ps", "local", endpoint="ps"),
         Route("POST", r"/api/embed", "embed"),
     )
+    needs_inline_images = True
 
     # ------------------------------------------------------------ client side
 

@@ -16,6 +16,8 @@ from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import for_openai, new_call_id
 from ..jsonutil import dumpb, dumps, loads_object
 from ..unified import (
+    CacheMark,
+    Document,
     EmbedRequest,
     EmbedResponse,
     Finish,
@@ -25,6 +27,8 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    ServerTool,
+    ServerToolUse,
     Start,
     StopReason,
     StreamError,
@@ -47,6 +51,8 @@ from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, Str
 from .common import (
     budget_to_effort,
     data_url,
+    document_text,
+    server_tool_text,
     name_tool_results,
     parse_data_url,
     retry_after,
@@ -198,6 +204,33 @@ def _usage_from(body: Any) -> Usage:
 # ---------------------------------------------------------------- client request decoding
 
 
+def _cache(part: dict[str, Any]) -> CacheMark | None:
+    """A cache breakpoint on a content part, as OpenRouter and LiteLLM take
+    Anthropic's cache_control in OpenAI requests."""
+    mark = part.get("cache_control")
+    return mark if isinstance(mark, dict) else None
+
+
+def _file(part: dict[str, Any], where: str) -> Document:
+    spec = part.get("file")
+    data = spec.get("file_data") if isinstance(spec, dict) else None
+    if not isinstance(data, str) or not data:
+        raise ProxyError(400, f"{where}.file.file_data: give the file inline (file_id references cannot be forwarded)",
+                         param=f"{where}.file")
+    media_type, payload = "application/pdf", data
+    if data.startswith("data:"):
+        header, _, payload = data[5:].partition(",")
+        media_type = header.split(";", 1)[0] or media_type
+    filename = spec.get("filename") if isinstance(spec, dict) else None
+    if media_type.startswith("text/"):
+        try:
+            text = base64.b64decode(payload).decode("utf-8")
+        except ValueError:
+            raise ProxyError(400, f"{where}.file.file_data: not base64 UTF-8 text", param=f"{where}.file") from None
+        return Document(media_type="text/plain", text=text, title=filename, cache=_cache(part))
+    return Document(media_type=media_type, data=payload, title=filename, cache=_cache(part))
+
+
 def _user_parts(content: str | list[dict[str, Any]] | None, where: str) -> list[Any]:
     if content is None:
         return []
@@ -205,27 +238,37 @@ def _user_parts(content: str | list[dict[str, Any]] | None, where: str) -> list[
         return [Text(text=content)] if content else []
     parts: list[Any] = []
     for i, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise ProxyError(400, f"{where}.content.{i}: a content part must be an object", param=f"{where}.content")
         kind = part.get("type")
         if kind == "text":
-            parts.append(Text(text=str(part.get("text", ""))))
+            parts.append(Text(text=str(part.get("text", "")), cache=_cache(part)))
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
             if not isinstance(url, str) or not url:
                 raise ProxyError(400, f"{where}.content.{i}.image_url.url: give the image's URL or data: URL", param=f"{where}.content")
-            parts.append(parse_data_url(url))
+            image = parse_data_url(url)
+            image.cache = _cache(part)
+            parts.append(image)
+        elif kind == "file":
+            parts.append(_file(part, f"{where}.content.{i}"))
         elif kind == "refusal":
             parts.append(Text(text=str(part.get("refusal", ""))))
         else:
             raise ProxyError(
                 400,
-                f"{where}.content.{i}: content parts of type {kind!r} are not supported; use text or image_url",
+                f"{where}.content.{i}: content parts of type {kind!r} are not supported; use text, image_url or file",
                 param=f"{where}.content",
             )
     return parts
 
 
-def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]:
+def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, CacheMark | None, list[Message]]:
+    """The system prompt (the system and developer messages that open the
+    conversation), its cache breakpoint, and the turns; a system message
+    after the first other turn stays a turn of its own, in place."""
     system: list[str] = []
+    system_cache: CacheMark | None = None
     messages: list[Message] = []
 
     def append(role: str, parts: list[Any]) -> None:
@@ -239,9 +282,12 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
     for i, message in enumerate(wire):
         where = f"messages.{i}"
         if message.role in ("system", "developer"):
-            text = text_of(_user_parts(message.content, where))
-            if text:
-                system.append(text)
+            parts = [p for p in _user_parts(message.content, where) if isinstance(p, Text)]
+            if not messages:
+                system += [p.text for p in parts if p.text]
+                system_cache = next((p.cache for p in reversed(parts) if p.cache), system_cache)
+            else:
+                append("system", parts)
         elif message.role == "user":
             append("user", _user_parts(message.content, where))
         elif message.role == "assistant":
@@ -265,7 +311,8 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
                 raise ProxyError(400, f"{where}.tool_call_id: a tool message must name the call it answers", param=f"{where}.tool_call_id")
             call_id = message.tool_call_id or "call_" + (message.name or "")
             content = _user_parts(message.content, where)
-            append("user", [ToolResult(id=call_id, name=message.name, content=content)])
+            cache = next((p.cache for p in reversed(content) if getattr(p, "cache", None)), None)
+            append("user", [ToolResult(id=call_id, name=message.name, content=content, cache=cache)])
     # Tool results come first in a user turn (Anthropic requires it).
     for message in messages:
         if message.role == "user" and any(isinstance(p, ToolResult) for p in message.content):
@@ -273,7 +320,7 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
         if message.role == "assistant":
             message.content = [p for p in message.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
     name_tool_results(messages)
-    return ("\n\n".join(system) or None), messages
+    return ("\n\n".join(system) or None), system_cache, messages
 
 
 def _arguments(value: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -290,15 +337,17 @@ def _decode_tools(body: _ChatRequest) -> list[Tool]:
         function = entry["function"]
         if not isinstance(function.get("name"), str):
             raise ProxyError(400, f"tools.{i}.function.name: a tool needs a name", param=f"tools.{i}.function.name")
-        tools.append(_tool(function))
+        tools.append(_tool(function, _cache(entry)))
     for function in body.functions or []:
         tools.append(_tool(function))
     return tools
 
 
-def _tool(function: dict[str, Any]) -> Tool:
+def _tool(function: dict[str, Any], cache: CacheMark | None = None) -> Tool:
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return Tool(name=function["name"], description=function.get("description"), parameters=parameters)
+    if not isinstance(parameters, dict):
+        raise ProxyError(400, f"tools: the parameters of {function['name']!r} must be a JSON Schema object", param="tools")
+    return Tool(name=function["name"], description=function.get("description"), parameters=parameters, cache=cache)
 
 
 def _decode_tool_choice(value: str | dict[str, Any] | None) -> ToolChoice | None:
@@ -537,6 +586,8 @@ class OpenAICodec(Codec):
         Route("GET", r"/v1/models", "list_models"),
         Route("GET", r"/v1/models/(?P<model>.+)", "get_model"),
     )
+    forwarded_headers = ("openai-beta",)
+    document_types = frozenset({"application/pdf"})
 
     # ------------------------------------------------------------ client side
 
@@ -544,13 +595,16 @@ class OpenAICodec(Codec):
         wire = validate(_ChatRequest, body)
         if wire.n not in (None, 1):
             raise ProxyError(400, "n: ccproxy returns one choice; send n=1 or leave it out", param="n")
-        system, messages = _decode_messages(wire.messages)
+        system, system_cache, messages = _decode_messages(wire.messages)
         stop = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or [])
         stream = bool(wire.stream)
+        search = getattr(wire, "web_search_options", None)
         return Request(
             model=wire.model,
             system=system,
+            system_cache=system_cache,
             messages=messages,
+            server_tools=[ServerTool(kind="web_search", name="web_search", options=search)] if isinstance(search, dict) else [],
             tools=_decode_tools(wire),
             tool_choice=_decode_tool_choice(wire.tool_choice if wire.tool_choice is not None else wire.function_call),
             parallel_tool_calls=wire.parallel_tool_calls,
@@ -745,15 +799,19 @@ def _encode_messages(request: Request) -> list[dict[str, Any]]:
         if message.role == "assistant":
             out.append(_assistant(message))
             continue
+        if message.role == "system":
+            out.append({"role": "system", "content": text_of(message.content)})
+            continue
         results = [p for p in message.content if isinstance(p, ToolResult)]
         for result in results:
             text = text_of(result.content)
             if result.is_error:
                 text = "Error: " + text
             out.append({"role": "tool", "tool_call_id": for_openai(result.id), "content": text})
-        # Images returned by tools travel in a user message: tool messages take text only.
+        # Images and files returned by tools travel in a user message: tool
+        # messages take text only.
         others = [p for p in message.content if not isinstance(p, ToolResult)]
-        others += [p for r in results for p in r.content if isinstance(p, Image)]
+        others += [p for r in results for p in r.content if not isinstance(p, Text)]
         if others:
             out.append({"role": "user", "content": _user_content(others)})
     return out
@@ -768,7 +826,17 @@ def _user_content(parts: list[Any]) -> str | list[dict[str, Any]]:
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, Image):
             content.append({"type": "image_url", "image_url": {"url": data_url(part)}})
+        elif isinstance(part, Document):
+            content.append(_file_part(part))
     return content
+
+
+def _file_part(document: Document) -> dict[str, Any]:
+    if document.text is not None:
+        return {"type": "text", "text": document_text(document)}
+    spec = {"file_data": f"data:{document.media_type};base64,{document.data or ''}",
+            "filename": document.title or "document.pdf"}
+    return {"type": "file", "file": spec}
 
 
 def _wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -780,12 +848,15 @@ def _wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 
 def _assistant(message: Message) -> dict[str, Any]:
-    text = "".join(p.text for p in message.content if isinstance(p, Text))
+    text = "".join(p.text if isinstance(p, Text) else server_tool_text(p)
+                   for p in message.content if isinstance(p, (Text, ServerToolUse)))
     calls = [p for p in message.content if isinstance(p, ToolCall)]
     out: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
-    # Only an OpenAI-protocol reasoner (DeepSeek) made reasoning_content, and
-    # it requires it back on tool-call turns.
-    reasoning = "".join(p.text for p in message.content if isinstance(p, Thinking) and p.origin == "openai")
+    # An OpenAI-protocol reasoner (DeepSeek) requires its reasoning_content
+    # back on tool-call turns. Unsigned thinking a client sends back came from
+    # such a reasoner too (a signed one belongs to its own vendor).
+    reasoning = "".join(p.text for p in message.content
+                        if isinstance(p, Thinking) and not p.redacted and (p.origin == "openai" or not p.signature))
     if reasoning:
         out["reasoning_content"] = reasoning
     if calls:
