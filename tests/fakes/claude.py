@@ -45,8 +45,24 @@ ERROR_TYPES: dict[ErrorKind, str] = {
 # -- validation ---------------------------------------------------------------
 
 
-def validate(body: dict[str, Any], *, count_tokens: bool = False) -> list[str]:
-    """Every reason Anthropic would refuse this Messages (or count_tokens) request."""
+SYSTEM_TURNS_BETA = "mid-conversation-system-2026-04-07"
+# Tools Anthropic defines or runs itself, by the type's stem, with the name
+# each must carry and the beta it needs (None: generally available).
+SERVER_TOOLS: dict[str, tuple[str, str | None]] = {
+    "web_search": ("web_search", None),
+    "web_fetch": ("web_fetch", "web-fetch-2025-09-10"),
+    "code_execution": ("code_execution", None),
+    "bash": ("bash", None),
+    "text_editor": ("str_replace_based_edit_tool", None),
+}
+DATED_TOOL = re.compile(r"^([a-z_]+)_(\d{8})$")
+MAX_CACHE_MARKS = 4
+DOCUMENT_MEDIA = {"base64": ("application/pdf",), "text": ("text/plain",)}
+
+
+def validate(body: dict[str, Any], *, count_tokens: bool = False, betas: tuple[str, ...] = ()) -> list[str]:
+    """Every reason Anthropic would refuse this Messages (or count_tokens)
+    request, sent with these anthropic-beta flags."""
     p = Problems()
     p.unknown_keys(body, COUNT_TOP_LEVEL if count_tokens else TOP_LEVEL, "", "Extra inputs are not permitted")
     p.string(body, "model", "", required=True, nonempty=True)
@@ -55,7 +71,10 @@ def validate(body: dict[str, Any], *, count_tokens: bool = False) -> list[str]:
     _system(p, body.get("system"))
     thinking_on = _thinking(p, body, max_tokens)
     if messages:
-        _messages(p, messages, thinking_on)
+        _messages(p, messages, thinking_on, SYSTEM_TURNS_BETA in betas)
+    marks = _cache_marks(body)
+    if marks > MAX_CACHE_MARKS:
+        p.add("", f"A maximum of {MAX_CACHE_MARKS} blocks with cache_control may be provided. Found {marks}.")
     p.number(body, "temperature", "", 0, 1)
     p.number(body, "top_p", "", 0, 1)
     p.integer(body, "top_k", "", low=0)
@@ -66,7 +85,7 @@ def validate(body: dict[str, Any], *, count_tokens: bool = False) -> list[str]:
     metadata = p.obj(body, "metadata", "")
     if metadata is not None:
         p.unknown_keys(metadata, ("user_id",), "metadata", "Extra inputs are not permitted")
-    tool_names = _tools(p, body)
+    tool_names = _tools(p, body, betas)
     _tool_choice(p, body, tool_names, thinking_on)
     output = p.obj(body, "output_config", "")
     if output is not None:
@@ -74,14 +93,14 @@ def validate(body: dict[str, Any], *, count_tokens: bool = False) -> list[str]:
     return p.items
 
 
-def _system(p: Problems, system: Any) -> None:
+def _system(p: Problems, system: Any, where: str = "system") -> None:
     if system is None or isinstance(system, str):
         return
     if not isinstance(system, list):
-        p.add("system", f"must be a string or an array of text blocks, got {kind(system)}")
+        p.add(where, f"must be a string or an array of text blocks, got {kind(system)}")
         return
     for i, block in enumerate(system):
-        path = join("system", i)
+        path = join(where, i)
         if not isinstance(block, dict) or block.get("type") != "text":
             p.add(path, "system blocks must be text blocks")
             continue
@@ -116,18 +135,41 @@ def _thinking(p: Problems, body: dict[str, Any], max_tokens: int | None) -> bool
     return True
 
 
-def _messages(p: Problems, messages: list[Any], thinking_on: bool) -> None:
-    """Roles, blocks, and the tool_use -> tool_result pairing across turns."""
+def _cache_marks(body: dict[str, Any]) -> int:
+    """The blocks (tools, system, messages and the blocks inside tool results)
+    that carry cache_control."""
+
+    def marked(blocks: Any) -> int:
+        count = 0
+        for block in blocks if isinstance(blocks, list) else []:
+            if isinstance(block, dict):
+                count += "cache_control" in block
+                count += marked(block.get("content")) if block.get("type") == "tool_result" else 0
+        return count
+
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    return marked(body.get("tools")) + marked(body.get("system")) + sum(
+        marked(m.get("content")) for m in messages if isinstance(m, dict))
+
+
+def _messages(p: Problems, messages: list[Any], thinking_on: bool, system_turns: bool) -> None:
+    """Roles, blocks, and the tool_use -> tool_result pairing across turns.
+    System turns are taken only under their beta, and hold text only."""
     previous_tool_ids: list[str] = []  # tool_use ids of the preceding assistant message
     last_assistant: tuple[int, list[Any]] | None = None
+    roles = ("user", "assistant", "system") if system_turns else ("user", "assistant")
+    conversation = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
     for i, message in enumerate(messages):
         path = join("messages", i)
         if not isinstance(message, dict):
             p.add(path, f"must be an object, got {kind(message)}")
             continue
         p.unknown_keys(message, ("role", "content"), path, "Extra inputs are not permitted")
-        role = p.one_of(message, "role", path, ("user", "assistant"), required=True)
-        if i == 0 and role == "assistant":
+        role = p.one_of(message, "role", path, roles, required=True)
+        if role == "system":
+            _system(p, message.get("content"), join(path, "content"))
+            continue
+        if conversation and message is conversation[0] and role == "assistant":
             p.add(path, "the first message must use the 'user' role")
         content = message.get("content")
         final_assistant = role == "assistant" and i == len(messages) - 1
@@ -190,7 +232,7 @@ def _content(p: Problems, content: Any, path: str, role: Any, final_assistant: b
         elif btype == "image":
             _image(p, block, bpath)
         elif btype == "document":
-            p.obj(block, "source", bpath, required=True)
+            _document(p, block, bpath)
         elif btype == "tool_use":
             p.unknown_keys(block, ("type", "id", "name", "input", "cache_control", "caller"), bpath, "Extra inputs are not permitted")
             tool_id = p.string(block, "id", bpath, required=True)
@@ -241,6 +283,25 @@ def _image(p: Problems, block: dict[str, Any], path: str) -> None:
         p.string(source, "file_id", spath, required=True)
 
 
+def _document(p: Problems, block: dict[str, Any], path: str) -> None:
+    p.unknown_keys(block, ("type", "source", "title", "context", "citations", "cache_control"), path,
+                   "Extra inputs are not permitted")
+    source = p.obj(block, "source", path, required=True)
+    if source is None:
+        return
+    spath = join(path, "source")
+    stype = p.one_of(source, "type", spath, ("base64", "text", "url", "content", "file"), required=True)
+    if stype in DOCUMENT_MEDIA:
+        p.one_of(source, "media_type", spath, DOCUMENT_MEDIA[stype], required=True)
+        data = p.string(source, "data", spath, required=True, nonempty=stype == "base64")
+        if stype == "base64" and data and data.startswith("data:"):
+            p.add(join(spath, "data"), "must be raw base64, not a data: URL")
+    elif stype == "url":
+        url = p.string(source, "url", spath, required=True, nonempty=True)
+        if url and not url.startswith(("http://", "https://")):
+            p.add(join(spath, "url"), "must be an http(s) URL")
+
+
 def _tool_result(p: Problems, block: dict[str, Any], path: str) -> None:
     p.unknown_keys(block, ("type", "tool_use_id", "content", "is_error", "cache_control"), path, "Extra inputs are not permitted")
     p.string(block, "tool_use_id", path, required=True, nonempty=True)
@@ -261,9 +322,11 @@ def _tool_result(p: Problems, block: dict[str, Any], path: str) -> None:
             _text_block(p, inner, ipath)
         elif itype == "image":
             _image(p, inner, ipath)
+        elif itype == "document":
+            _document(p, inner, ipath)
 
 
-def _tools(p: Problems, body: dict[str, Any]) -> set[str]:
+def _tools(p: Problems, body: dict[str, Any], betas: tuple[str, ...]) -> set[str]:
     names: set[str] = set()
     for i, tool in enumerate(p.array(body, "tools", "") or []):
         path = join("tools", i)
@@ -271,7 +334,7 @@ def _tools(p: Problems, body: dict[str, Any]) -> set[str]:
             p.add(path, f"must be an object, got {kind(tool)}")
             continue
         if tool.get("type") not in (None, "custom"):
-            p.add(join(path, "type"), f"server tool {tool.get('type')!r} is not expected from a proxy")
+            _server_tool(p, tool, path, betas)
             continue
         p.unknown_keys(tool, ("type", "name", "description", "input_schema", "cache_control", "strict", "input_examples"),
                        path, "Extra inputs are not permitted")  # fmt: skip
@@ -285,6 +348,19 @@ def _tools(p: Problems, body: dict[str, Any]) -> set[str]:
         if schema is not None and schema.get("type") != "object":
             p.add(join(path, "input_schema.type"), "Input should be 'object'")
     return names
+
+
+def _server_tool(p: Problems, tool: dict[str, Any], path: str, betas: tuple[str, ...]) -> None:
+    dated = DATED_TOOL.match(str(tool.get("type")))
+    known = SERVER_TOOLS.get(dated.group(1)) if dated else None
+    if known is None:
+        p.add(join(path, "type"), f"Input tag {tool.get('type')!r} found using 'type' does not match any of the expected tags")
+        return
+    name, beta = known
+    if tool.get("name") != name:
+        p.add(join(path, "name"), f"Input should be {name!r}")
+    if beta is not None and beta not in betas:
+        p.add(join(path, "type"), f"{tool['type']} requires the anthropic-beta header {beta!r}")
 
 
 def _tool_choice(p: Problems, body: dict[str, Any], tool_names: set[str], thinking_on: bool) -> None:
@@ -367,7 +443,8 @@ class ClaudeDialect(Dialect):
         return None
 
     def validate(self, endpoint: Endpoint, body: Any, request: Recorded) -> list[str]:
-        return validate(body, count_tokens=endpoint.kind == "count")
+        betas = tuple(b.strip() for b in request.headers.get("anthropic-beta", "").split(",") if b.strip())
+        return validate(body, count_tokens=endpoint.kind == "count", betas=betas)
 
     def wants_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
         return endpoint.kind == "generate" and body.get("stream") is True

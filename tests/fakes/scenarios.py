@@ -49,7 +49,7 @@ CLAUDE_SIGNATURE = "EqQBCgIYAhIMfakeSignatureForTestsOnlyGgxA5m9Qb3JzZXR0ZQ=="
 GEMINI_SIGNATURE = base64.b64encode(b"fake gemini thought signature \x00\x01\x02").decode()
 
 # Scenario names, by what they do.
-CONTENT = ("text", "tool_call", "parallel_tools", "thinking", "compat_call", "compat_parallel")
+CONTENT = ("text", "tool_call", "parallel_tools", "thinking", "thinking_tool_call", "compat_call", "compat_parallel")
 ERRORS = ("rate_limit", "server_error", "overloaded")
 FAULTS = ("midstream_error", "truncated", "hang", "stall")
 NAMES = CONTENT + ERRORS + FAULTS
@@ -97,6 +97,7 @@ TURNS: dict[str, Turn] = {
     "tool_call": Turn(calls=(Call("get_weather", WEATHER_ARGS),)),
     "parallel_tools": Turn(calls=(Call("get_weather", WEATHER_ARGS), Call("get_time", TIME_ARGS))),
     "thinking": Turn(thinking=THINKING, text=THINKING_ANSWER),
+    "thinking_tool_call": Turn(thinking=THINKING, calls=(Call("get_weather", WEATHER_ARGS),)),
     "compat_call": Turn(text=COMPAT_PREAMBLE + "\n" + COMPAT_WEATHER),
     "compat_parallel": Turn(text=COMPAT_PREAMBLE + "\n```xml\n" + COMPAT_WEATHER + "\n" + COMPAT_TIME + "\n```"),
 }

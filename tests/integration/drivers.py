@@ -50,6 +50,8 @@ class Outcome:
     stop: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # Every model name the answer (each chunk of a stream) reported.
+    models: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -74,13 +76,16 @@ class OpenAIDriver:
             kwargs["tools"] = self._tools()
         if thinking:
             kwargs["reasoning_effort"] = "low"
+        models: set[str] = set()
         if not stream:
             completion = self.client.chat.completions.create(**kwargs)
         else:
             with self.client.chat.completions.stream(**kwargs, stream_options={"include_usage": True}) as s:
-                for _ in s:
-                    pass
+                for event in s:
+                    if event.type == "chunk":
+                        models.add(event.chunk.model)
                 completion = s.get_final_completion()
+        models.add(completion.model)
         choice = completion.choices[0]
         message = choice.message
         calls = message.tool_calls or []
@@ -94,6 +99,7 @@ class OpenAIDriver:
             stop=choice.finish_reason,
             input_tokens=completion.usage.prompt_tokens if completion.usage else None,
             output_tokens=completion.usage.completion_tokens if completion.usage else None,
+            models=models,
         )
 
     def round_trip(self, model: str, call_id: str, *, stream: bool) -> Outcome:
@@ -154,7 +160,7 @@ class ClaudeDriver:
                 message = s.get_final_message()
         else:
             message = self.client.messages.create(**kwargs)
-        outcome = Outcome(stop=message.stop_reason)
+        outcome = Outcome(stop=message.stop_reason, models={message.model})
         for block in message.content:
             if block.type == "text":
                 outcome.text += block.text
@@ -220,6 +226,8 @@ class GeminiDriver:
         )
         outcome = Outcome()
         for chunk in chunks:
+            if chunk.model_version:
+                outcome.models.add(chunk.model_version)
             for candidate in chunk.candidates or []:
                 for part in (candidate.content.parts if candidate.content else None) or []:
                     if part.function_call:
@@ -286,6 +294,7 @@ class OllamaDriver:
         outcome = Outcome()
         for response in responses:
             message = response.message
+            outcome.models.add(response.model)
             outcome.text += message.content or ""
             outcome.thinking += message.thinking or ""
             for call in message.tool_calls or []:

@@ -43,6 +43,9 @@ def test_text(client, upstream, stream, upstreams, driver_for):
     assert outcome.calls == []
     assert outcome.stop == STOP_NORMAL[client]
     assert (outcome.input_tokens, outcome.output_tokens) == (scenarios.PROMPT_TOKENS, scenarios.OUTPUT_TOKENS)
+    # The name the client asked for, never the upstream's, pass-through included
+    # (Claude Code drops its thinking from history when they differ).
+    assert outcome.models == {alias(upstream)}
     check_sent(upstream, upstreams[upstream])
 
 

@@ -236,11 +236,16 @@ def _decode_parts(parts: Any, where: str) -> list[Any]:
     return out
 
 
+_STANDARD_BASE64 = str.maketrans("-_", "+/")
+
+
 def _inline_part(inline: Any, where: str) -> Image | Document:
     if not isinstance(inline, dict) or not isinstance(inline.get("data"), str):
         raise _bad(f"{where}.inlineData: give mimeType and base64 data", where)
     media_type = _get(inline, "mimeType")
-    data = inline["data"]
+    # The SDK sends bytes in the URL-safe alphabet, which Google reads and
+    # other vendors refuse: standard base64 from here on.
+    data = inline["data"].translate(_STANDARD_BASE64)
     if not isinstance(media_type, str) or media_type.startswith("image/"):
         return Image(media_type=media_type, data=data)
     if media_type.startswith("text/"):
@@ -264,10 +269,10 @@ def _tool_result(response: dict[str, Any], where: str) -> ToolResult:
     else:
         text = dumps(body if body is not None else {})
     content: list[Any] = [Text(text=text)]
-    for inner in response.get("parts") or []:
-        inline = _get(inner, "inlineData")
+    for k, inner in enumerate(response.get("parts") or []):
+        inline = _get(inner, "inlineData") if isinstance(inner, dict) else None
         if inline:
-            content.append(Image(media_type=_get(inline, "mimeType"), data=inline.get("data")))
+            content.append(_inline_part(inline, f"{where}.functionResponse.parts[{k}]"))
     return ToolResult(id=response.get("id") or "", name=response["name"], content=content, is_error=is_error)
 
 
