@@ -336,7 +336,8 @@ def _tools(p: Problems, body: dict[str, Any], betas: tuple[str, ...]) -> set[str
         if tool.get("type") not in (None, "custom"):
             _server_tool(p, tool, path, betas)
             continue
-        p.unknown_keys(tool, ("type", "name", "description", "input_schema", "cache_control", "strict", "input_examples"),
+        p.unknown_keys(tool, ("type", "name", "description", "input_schema", "cache_control", "strict", "input_examples",
+                              "eager_input_streaming", "defer_loading", "allowed_callers"),
                        path, "Extra inputs are not permitted")  # fmt: skip
         name = p.string(tool, "name", path, required=True)
         if name is not None:

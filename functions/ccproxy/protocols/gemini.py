@@ -338,9 +338,12 @@ def _decode_reasoning(generation: dict[str, Any]) -> Reasoning | None:
 def _decode_format(generation: dict[str, Any]) -> ResponseFormat | None:
     if _get(generation, "responseMimeType") != "application/json":
         return None
+    # Gemini reads type names in either case (Gemini CLI writes "OBJECT" even
+    # in responseJsonSchema); JSON Schema elsewhere knows only lower case.
     schema = _get(generation, "responseJsonSchema")
-    if schema is None and _get(generation, "responseSchema") is not None:
-        schema = from_gemini(_get(generation, "responseSchema"))
+    if schema is None:
+        schema = _get(generation, "responseSchema")
+    schema = from_gemini(schema) if schema is not None else None
     return ResponseFormat(type="json_schema", schema=schema) if schema else ResponseFormat(type="json_object")
 
 
