@@ -44,6 +44,7 @@ from .unified import (
     Part,
     Request,
     Response,
+    ServerToolUse,
     StreamError,
     StreamEvent,
     Text,
@@ -767,7 +768,7 @@ def wrap_stream(events: Iterable[StreamEvent], tools: Sequence[Tool]) -> Iterato
 def parse_response(response: Response, tools: Sequence[Tool]) -> Response:
     """A whole answer with its text calls turned into ToolCall parts."""
     parser = CompatParser(tools)
-    content: list[Text | Thinking | ToolCall] = []
+    content: list[Text | Thinking | ToolCall | ServerToolUse] = []
     pending: dict[int, tuple[str, str, list[str]]] = {}
 
     def fold(events: list[StreamEvent]) -> None:

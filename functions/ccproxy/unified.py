@@ -101,15 +101,22 @@ class ToolResult(_Model):
     cache: CacheMark | None = None
 
 
+class SearchResult(_Model):
+    url: str
+    title: str | None = None
+
+
 class ServerToolUse(_Model):
-    """A tool the upstream's own servers ran (a web search), kept in history
-    as what was asked and what came back, in words any model can read."""
+    """A tool the upstream's own servers ran (a web search): what was asked,
+    the sources it found (`results`), and in history what came back in words
+    any model can read (`result`)."""
 
     type: Literal["server_tool"] = "server_tool"
     id: str
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
     result: str | None = None
+    results: list[SearchResult] = Field(default_factory=list)
 
 
 Part = Annotated[Union[Text, Image, Document, Thinking, ToolCall, ToolResult, ServerToolUse], Field(discriminator="type")]
@@ -249,7 +256,7 @@ class Usage(_Model):
 class Response(_Model):
     id: str | None = None
     model: str | None = None
-    content: list[Annotated[Union[Text, Thinking, ToolCall], Field(discriminator="type")]] = Field(
+    content: list[Annotated[Union[Text, Thinking, ToolCall, ServerToolUse], Field(discriminator="type")]] = Field(
         default_factory=list
     )
     stop_reason: StopReason = "end_turn"
@@ -277,7 +284,7 @@ class EmbedResponse(_Model):
 #
 # An upstream stream decodes into these, in order:
 #   Start, then any of TextDelta / ThinkingDelta / ThinkingSignature /
-#   RedactedThinking / ToolCallStart / ToolCallDelta / ToolCallEnd / UsageUpdate,
+#   RedactedThinking / ToolCallStart / ToolCallDelta / ToolCallEnd / ServerToolRun / UsageUpdate,
 #   then Finish (and possibly more UsageUpdate), or StreamError at any point.
 # Tool calls are numbered by `index` from 0 in order of their ToolCallStart.
 # Every ToolCallStart is followed by its ToolCallEnd before Finish.
@@ -336,6 +343,14 @@ class ToolCallEnd:
 
 
 @dataclass(slots=True)
+class ServerToolRun:
+    """The upstream ran one of its own tools (a web search) and found these
+    sources; comes whole, wherever the upstream reported it."""
+
+    use: ServerToolUse
+
+
+@dataclass(slots=True)
 class UsageUpdate:
     """Usage so far; fields that are set replace earlier values."""
 
@@ -362,6 +377,7 @@ StreamEvent = Union[
     ToolCallStart,
     ToolCallDelta,
     ToolCallEnd,
+    ServerToolRun,
     UsageUpdate,
     Finish,
     StreamError,
@@ -400,7 +416,7 @@ class Accumulator:
     def __init__(self) -> None:
         self._id: str | None = None
         self._model: str | None = None
-        self._parts: list[_OpenText | _OpenThinking | ToolCall] = []
+        self._parts: list[_OpenText | _OpenThinking | ToolCall | ServerToolUse] = []
         self._calls: dict[int, _OpenCall] = {}
         self._usage: dict[str, int] = {}
         self._stop: tuple[StopReason, str | None] = ("end_turn", None)
@@ -449,6 +465,8 @@ class Accumulator:
                 for i in sorted(self._calls):
                     parts.append(_finished_call(self._calls.pop(i)))
                 self._stop = (reason, seq)
+            case ServerToolRun(use=use):
+                parts.append(use)
             case StreamError(error=err):
                 self.error = err
 
@@ -462,7 +480,7 @@ class Accumulator:
     @property
     def response(self) -> Response:
         if self._built is None:
-            content: list[Text | Thinking | ToolCall] = []
+            content: list[Text | Thinking | ToolCall | ServerToolUse] = []
             for part in self._parts:
                 if type(part) is _OpenText:
                     content.append(Text(text="".join(part.pieces)))

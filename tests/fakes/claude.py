@@ -398,8 +398,24 @@ def usage(output_tokens: int) -> dict[str, Any]:
     }
 
 
+SERVER_TOOL_ID = "srvtoolu_01FakeSearch0123456789"
+
+
+def search_blocks(turn: Turn) -> list[dict[str, Any]]:
+    """A web search Anthropic ran: its use, then its results."""
+    if turn.search is None:
+        return []
+    query, sources = turn.search
+    return [
+        {"type": "server_tool_use", "id": SERVER_TOOL_ID, "name": "web_search", "input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": SERVER_TOOL_ID, "content": [
+            {"type": "web_search_result", "url": url, "title": title, "encrypted_content": "EqgfCioIARgB", "page_age": None}
+            for url, title in sources]},
+    ]
+
+
 def blocks(turn: Turn) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = search_blocks(turn)
     if turn.thinking:
         out.append({"type": "thinking", "thinking": turn.thinking, "signature": CLAUDE_SIGNATURE})
     if turn.text:
@@ -494,6 +510,13 @@ class ClaudeDialect(Dialect):
         def delta(payload: dict[str, Any]) -> None:
             plan.body.append(event("content_block_delta", {"index": index, "delta": payload}))
 
+        for block in search_blocks(turn):
+            if block["type"] == "server_tool_use":
+                open_block({**block, "input": {}})
+                for fragment in pieces(dumps(block["input"]), 3):
+                    delta({"type": "input_json_delta", "partial_json": fragment})
+            else:
+                open_block(block)
         if turn.thinking:
             open_block({"type": "thinking", "thinking": "", "signature": ""})
             for piece in pieces(turn.thinking):

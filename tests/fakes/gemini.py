@@ -544,10 +544,19 @@ class GeminiDialect(Dialect):
             error["details"] = [{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": []}]
         return {"error": error}
 
-    def _response(self, ctx: Context, parts: list[dict[str, Any]], *, finish: str | None, usage_metadata: dict[str, Any]) -> dict[str, Any]:
+    def _response(self, ctx: Context, parts: list[dict[str, Any]], *, finish: str | None, usage_metadata: dict[str, Any],
+                  turn: Turn | None = None) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish:
             candidate["finishReason"] = finish
+        if finish and turn is not None and turn.search is not None:
+            # Grounded answers report the search on the last chunk.
+            query, sources = turn.search
+            candidate["groundingMetadata"] = {
+                "webSearchQueries": [query],
+                "groundingChunks": [{"web": {"uri": url, "title": title}} for url, title in sources],
+                "searchEntryPoint": {"renderedContent": "<div>search</div>"},
+            }
         return {
             "candidates": [candidate],
             "usageMetadata": usage_metadata,
@@ -565,7 +574,7 @@ class GeminiDialect(Dialect):
                 text_part["thoughtSignature"] = GEMINI_SIGNATURE
             parts.append(text_part)
         parts += call_parts(turn, with_ids=len(turn.calls) == 1)
-        return self._response(ctx, parts, finish="STOP", usage_metadata=usage(turn))
+        return self._response(ctx, parts, finish="STOP", usage_metadata=usage(turn), turn=turn)
 
     def stream_plan(self, ctx: Context, turn: Turn) -> StreamPlan:
         """C.4: each chunk a whole GenerateContentResponse with only the new
@@ -577,7 +586,7 @@ class GeminiDialect(Dialect):
         partial = {"promptTokenCount": PROMPT_TOKENS, "totalTokenCount": PROMPT_TOKENS}
 
         def chunk(parts: list[dict[str, Any]], finish: str | None = None, meta: dict[str, Any] = partial) -> bytes:
-            return record(self._response(ctx, parts, finish=finish, usage_metadata=meta))
+            return record(self._response(ctx, parts, finish=finish, usage_metadata=meta, turn=turn))
 
         for piece in pieces(turn.thinking):
             if piece:

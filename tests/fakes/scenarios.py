@@ -49,7 +49,7 @@ CLAUDE_SIGNATURE = "EqQBCgIYAhIMfakeSignatureForTestsOnlyGgxA5m9Qb3JzZXR0ZQ=="
 GEMINI_SIGNATURE = base64.b64encode(b"fake gemini thought signature \x00\x01\x02").decode()
 
 # Scenario names, by what they do.
-CONTENT = ("text", "tool_call", "parallel_tools", "thinking", "thinking_tool_call", "compat_call", "compat_parallel")
+CONTENT = ("text", "tool_call", "parallel_tools", "thinking", "thinking_tool_call", "web_search", "compat_call", "compat_parallel")
 ERRORS = ("rate_limit", "server_error", "overloaded")
 FAULTS = ("midstream_error", "truncated", "hang", "stall")
 NAMES = CONTENT + ERRORS + FAULTS
@@ -80,6 +80,9 @@ class Turn:
     text: str = ""
     thinking: str = ""
     calls: tuple[Call, ...] = ()
+    # A web search the upstream ran itself before answering: its query and
+    # the (url, title) of each source found.
+    search: tuple[str, tuple[tuple[str, str], ...]] | None = None
 
     @property
     def thinking_tokens(self) -> int:
@@ -92,12 +95,15 @@ COMPAT_PREAMBLE = "Let me check that for you. 🌤"
 COMPAT_WEATHER = '<tool_call name="get_weather">\n<arg name="city">Paris</arg>\n</tool_call>'
 COMPAT_TIME = '<tool_call name="get_time">\n<arg name="timezone">Europe/Paris</arg>\n</tool_call>'
 
+SEARCH = ("weather paris today", (("https://weather.example/paris", "Paris weather"), ("https://news.example/a", "A story")))
+
 TURNS: dict[str, Turn] = {
     "text": Turn(text=TEXT),
     "tool_call": Turn(calls=(Call("get_weather", WEATHER_ARGS),)),
     "parallel_tools": Turn(calls=(Call("get_weather", WEATHER_ARGS), Call("get_time", TIME_ARGS))),
     "thinking": Turn(thinking=THINKING, text=THINKING_ANSWER),
     "thinking_tool_call": Turn(thinking=THINKING, calls=(Call("get_weather", WEATHER_ARGS),)),
+    "web_search": Turn(text=TEXT, search=SEARCH),
     "compat_call": Turn(text=COMPAT_PREAMBLE + "\n" + COMPAT_WEATHER),
     "compat_parallel": Turn(text=COMPAT_PREAMBLE + "\n```xml\n" + COMPAT_WEATHER + "\n" + COMPAT_TIME + "\n```"),
 }

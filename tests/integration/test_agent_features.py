@@ -360,3 +360,61 @@ def test_access_log_has_one_line_per_request_and_says_why_one_was_refused(proxy_
     assert lines[1].startswith("POST /v1/messages?key=*** 401 claude") and "access key" in lines[1]
     assert "ccp-secret-in-url" not in "\n".join(lines)
     assert lines[2].startswith("GET /nowhere 404") and "no route" in lines[2]
+
+
+SEARCH_QUERY, SEARCH_SOURCES = scenarios.SEARCH
+
+
+def claude_search(proxy_url: str, upstream: str, stream: bool):
+    kwargs = dict(model=alias(upstream), max_tokens=256, tools=[WEB_SEARCH],
+                  messages=[{"role": "user", "content": "Weather in Paris today?"}])
+    if stream:
+        with claude(proxy_url).messages.stream(**kwargs) as events:
+            return events.get_final_message()
+    return claude(proxy_url).messages.create(**kwargs)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("upstream", ["gemini", "claude"])
+def test_claude_client_sees_the_search_the_upstream_ran(upstream, stream, proxy_url, upstreams):
+    """Gemini's grounding (or Anthropic's own search) reaches a Claude client
+    as server_tool_use and web_search_tool_result blocks, as the API shows a
+    search it ran."""
+    upstreams[upstream].script("web_search")
+    message = claude_search(proxy_url, upstream, stream)
+    kinds = [b.type for b in message.content]
+    assert kinds[:2] == ["server_tool_use", "web_search_tool_result"] or kinds[-2:] == ["server_tool_use", "web_search_tool_result"]
+    use = next(b for b in message.content if b.type == "server_tool_use")
+    result = next(b for b in message.content if b.type == "web_search_tool_result")
+    assert use.name == "web_search" and use.input == {"query": SEARCH_QUERY}
+    assert result.tool_use_id == use.id
+    assert [(r.url, r.title) for r in result.content] == list(SEARCH_SOURCES)
+    assert "".join(b.text for b in message.content if b.type == "text") == scenarios.TEXT
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_gemini_client_sees_grounding_from_anthropic_search(stream, proxy_url, upstreams, driver_for):
+    upstreams["claude"].script("web_search")
+    client = driver_for("gemini").client
+    config = gtypes.GenerateContentConfig(tools=[gtypes.Tool(google_search=gtypes.GoogleSearch())])
+    contents = "Weather in Paris today?"
+    if stream:
+        chunks = list(client.models.generate_content_stream(model=alias("claude"), contents=contents, config=config))
+    else:
+        chunks = [client.models.generate_content(model=alias("claude"), contents=contents, config=config)]
+    assert upstreams["claude"].last.json["tools"] == [{"type": "web_search_20250305", "name": "web_search"}]
+    grounding = [c.candidates[0].grounding_metadata for c in chunks if c.candidates and c.candidates[0].grounding_metadata]
+    assert len(grounding) == 1
+    assert grounding[0].web_search_queries == [SEARCH_QUERY]
+    assert [(g.web.uri, g.web.title) for g in grounding[0].grounding_chunks] == list(SEARCH_SOURCES)
+    assert "".join(p.text or "" for c in chunks for p in c.candidates[0].content.parts) == scenarios.TEXT
+
+
+def test_openai_client_gets_the_sources_as_url_citations(proxy_url, upstreams):
+    upstreams["gemini"].script("web_search")
+    completion = oai(proxy_url).chat.completions.create(
+        model=alias("gemini"), web_search_options={}, messages=[{"role": "user", "content": "Weather in Paris today?"}])
+    assert upstreams["gemini"].last.json["tools"] == [{"googleSearch": {}}]
+    message = completion.choices[0].message
+    assert message.content == scenarios.TEXT
+    assert [(a.url_citation.url, a.url_citation.title) for a in message.annotations] == list(SEARCH_SOURCES)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ProxyError, status_for_kind
 from ..framing import SSEDecoder, SSEEvent, parse_json_data
 from ..ids import for_anthropic, new_call_id
-from ..jsonutil import dumpb
+from ..jsonutil import dumpb, dumps, loads_object
 from ..unified import (
     CacheMark,
     Document,
@@ -26,7 +26,9 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    SearchResult,
     ServerTool,
+    ServerToolRun,
     ServerToolUse,
     Start,
     StopReason,
@@ -400,6 +402,7 @@ class _Block(enum.Enum):
     TEXT = "text"
     THINKING = "thinking"
     TOOL = "tool_use"
+    SERVER = "server_tool"
 
 
 class _EncoderState(enum.Enum):
@@ -510,6 +513,11 @@ class _EventEncoder(StreamEncoder):
                 if self.block is _Block.TOOL and self.tool_blocks.get(index) == self.next_index - 1:
                     out += self._close_block()
                 return out
+            case ServerToolRun(use=use):
+                use_block, result_block = _server_blocks(use)
+                out += self._open_block(_Block.SERVER, {**use_block, "input": {}})
+                out += self._delta({"type": "input_json_delta", "partial_json": dumps(use.input)})
+                return out + self._open_block(_Block.SERVER, result_block) + self._close_block()
             case UsageUpdate(usage=usage):
                 self.usage = self.usage.merged(usage)
                 return out
@@ -528,6 +536,29 @@ class _EventEncoder(StreamEncoder):
         delta = {"stop_reason": _STOP_TO_WIRE.get(stop, "end_turn"), "stop_sequence": self.stop_sequence}
         out += self._event("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage_json(self.usage)})
         return out + self._event("message_stop", {"type": "message_stop"})
+
+
+def _server_blocks(use: ServerToolUse) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A server tool's run as Anthropic shows it: the use, then its result."""
+    use_id = use.id if use.id.startswith("srvtoolu_") else "srvtoolu_" + for_anthropic(use.id)
+    results = [{"type": "web_search_result", "url": r.url, "title": r.title or r.url, "encrypted_content": "",
+                "page_age": None} for r in use.results]
+    return ({"type": "server_tool_use", "id": use_id, "name": use.name, "input": use.input},
+            {"type": f"{use.name}_tool_result", "tool_use_id": use_id, "content": results})
+
+
+def _server_use(use_block: dict[str, Any], result_block: dict[str, Any] | None) -> ServerToolUse:
+    """A server tool's use and result blocks from an Anthropic answer."""
+    raw_input = use_block.get("input")
+    use = ServerToolUse(id=str(use_block.get("id") or new_call_id("srvtoolu_")), name=str(use_block.get("name") or ""),
+                        input=raw_input if isinstance(raw_input, dict) else {})
+    if result_block is not None:
+        use.result = _search_results(result_block)
+        content = result_block.get("content")
+        use.results = [SearchResult(url=item["url"], title=item.get("title"))
+                       for item in content if isinstance(item, dict) and isinstance(item.get("url"), str)
+                       ] if isinstance(content, list) else []
+    return use
 
 
 def _error_body(error: ProxyError) -> dict[str, Any]:
@@ -551,6 +582,9 @@ class _EventDecoder(RecordDecoder):
         self.blocks: dict[int, tuple[str, int]] = {}  # block index -> (type, call index)
         self.calls = 0
         self.raw_usage: dict[str, Any] = {}
+        # Server tool uses by block index, their input JSON gathering, until
+        # their result block arrives.
+        self.server_uses: dict[int, tuple[dict[str, Any], list[str]]] = {}
 
     def _ended(self) -> bool:
         return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
@@ -583,7 +617,11 @@ class _EventDecoder(RecordDecoder):
                     events.append(ToolCallDelta(call, json.dumps(block["input"])))
             else:
                 self.blocks[index] = (block_type or "", -1)
-                if block_type == "redacted_thinking":
+                if block_type == "server_tool_use":
+                    self.server_uses[index] = (block, [])
+                elif isinstance(block_type, str) and block_type.endswith("_tool_result"):
+                    self._server_result(block, events)
+                elif block_type == "redacted_thinking":
                     events.append(RedactedThinking(block.get("data", "")))
                 elif block_type == "text" and block.get("text"):
                     events.append(TextDelta(block["text"]))
@@ -601,6 +639,8 @@ class _EventDecoder(RecordDecoder):
                 events.append(ThinkingSignature(delta.get("signature", ""), origin="claude"))
             elif delta_type == "input_json_delta" and call >= 0 and delta.get("partial_json"):
                 events.append(ToolCallDelta(call, delta["partial_json"]))
+            elif delta_type == "input_json_delta" and body.get("index") in self.server_uses:
+                self.server_uses[body["index"]][1].append(str(delta.get("partial_json") or ""))
         elif kind == "content_block_stop":
             block_type, call = self.blocks.get(body.get("index", -1), ("", -1))
             if call >= 0:
@@ -618,6 +658,15 @@ class _EventDecoder(RecordDecoder):
         elif kind == "error":
             events.append(StreamError(_in_stream_error(body.get("error") if isinstance(body, dict) else None)))
             self.state = _DecoderState.DONE
+
+
+    def _server_result(self, block: dict[str, Any], events: list[StreamEvent]) -> None:
+        for index, (use, pieces) in list(self.server_uses.items()):
+            if use.get("id") == block.get("tool_use_id"):
+                del self.server_uses[index]
+                streamed = loads_object("".join(pieces)) if pieces else use.get("input")
+                events.append(ServerToolRun(_server_use({**use, "input": streamed}, block)))
+                return
 
 
 def _in_stream_error(error: Any) -> ProxyError:
@@ -835,6 +884,8 @@ class ClaudeCodec(Codec):
                     content.append({"type": "thinking", "thinking": "",
                                     "signature": _signature_out(part.signature, part.origin)})
                 content.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
+            elif isinstance(part, ServerToolUse):
+                content.extend(_server_blocks(part))
         stop = response.stop_reason
         if stop == "end_turn" and any(isinstance(p, ToolCall) for p in response.content):
             stop = "tool_use"
@@ -929,9 +980,15 @@ class ClaudeCodec(Codec):
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
             raise ProxyError(502, "the upstream answer has no content")
         content: list[Any] = []
+        results = {b.get("tool_use_id"): b for b in body["content"]
+                   if isinstance(b, dict) and str(b.get("type", "")).endswith("_tool_result")}
         for block in body["content"]:
+            if not isinstance(block, dict):
+                raise ProxyError(502, "the upstream answer holds a content block that is not an object")
             kind = block.get("type")
-            if kind == "text":
+            if kind == "server_tool_use":
+                content.append(_server_use(block, results.get(block.get("id"))))
+            elif kind == "text":
                 content.append(Text(text=block.get("text", "")))
             elif kind == "thinking":
                 content.append(Thinking(text=block.get("thinking", ""), signature=block.get("signature"), origin="claude"))

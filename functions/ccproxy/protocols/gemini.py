@@ -25,7 +25,9 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    SearchResult,
     ServerTool,
+    ServerToolRun,
     ServerToolUse,
     Start,
     StopReason,
@@ -419,11 +421,15 @@ class _ChunkEncoder(StreamEncoder):
         self.signature: str | None = None  # a text-part signature waiting for its part
         self.stop: StopReason | None = None
         self.usage = Usage()
+        self.grounding: dict[str, Any] | None = None  # sent on the last chunk, as Gemini does
 
     def _chunk(self, parts: list[dict[str, Any]], finish: str | None = None) -> bytes:
-        body: dict[str, Any] = {"candidates": [_candidate(parts, finish)], "modelVersion": self.model}
+        candidate = _candidate(parts, finish)
+        body: dict[str, Any] = {"candidates": [candidate], "modelVersion": self.model}
         if finish:
             body["usageMetadata"] = _usage_json(self.usage)
+            if self.grounding is not None:
+                candidate["groundingMetadata"] = self.grounding
         if self.id:
             body["responseId"] = self.id
         return b"data: " + dumpb(body) + b"\r\n\r\n"
@@ -453,6 +459,8 @@ class _ChunkEncoder(StreamEncoder):
                 return self._emit_call(index)
             case UsageUpdate(usage=usage):
                 self.usage = self.usage.merged(usage)
+            case ServerToolRun(use=use):
+                self.grounding = _grounding_json(use)
             case Finish(stop_reason=stop):
                 self.stop = stop
             case StreamError(error=error):
@@ -495,6 +503,7 @@ class _ChunkDecoder(RecordDecoder):
         self.state = _DecoderState.WAITING
         self.calls = 0
         self.usage: Any = None  # the last usageMetadata passed on
+        self.searched = False  # grounding metadata passed on already
 
     def _ended(self) -> bool:
         return self.state not in (_DecoderState.WAITING, _DecoderState.STREAMING)
@@ -517,6 +526,10 @@ class _ChunkDecoder(RecordDecoder):
         candidate = candidates[0] if candidates else {}
         for part in _get(candidate.get("content"), "parts") or []:
             self._part(part, events)
+        search = None if self.searched else _grounding(candidate)
+        if search is not None:
+            self.searched = True
+            events.append(ServerToolRun(search))
         meta = _get(body, "usageMetadata")
         if meta and meta != self.usage:  # Gemini repeats it on every chunk
             self.usage = meta
@@ -547,6 +560,29 @@ class _ChunkDecoder(RecordDecoder):
                 events.append(ThinkingSignature(signature, origin="gemini"))
             if part.get("text"):
                 events.append(TextDelta(part["text"]))
+
+
+def _grounding(candidate: Any) -> ServerToolUse | None:
+    """The Google Search a grounded answer ran: its queries and sources."""
+    meta = _get(candidate, "groundingMetadata") if isinstance(candidate, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    queries = [q for q in _get(meta, "webSearchQueries") or [] if isinstance(q, str)]
+    results = []
+    for chunk in _get(meta, "groundingChunks") or []:
+        web = chunk.get("web") if isinstance(chunk, dict) else None
+        if isinstance(web, dict) and isinstance(web.get("uri"), str):
+            results.append(SearchResult(url=web["uri"], title=web.get("title") if isinstance(web.get("title"), str) else None))
+    if not queries and not results:
+        return None
+    return ServerToolUse(id=new_call_id("srvtoolu_"), name="web_search", input={"query": "; ".join(queries)},
+                         results=results)
+
+
+def _grounding_json(use: ServerToolUse) -> dict[str, Any]:
+    query = use.input.get("query")
+    return {"webSearchQueries": [query] if isinstance(query, str) and query else [],
+            "groundingChunks": [{"web": {"uri": r.url, "title": r.title or r.url}} for r in use.results]}
 
 
 def _error_from(body: Any, status: int) -> ProxyError:
@@ -785,8 +821,12 @@ class GeminiCodec(Codec):
         if signature:
             parts.append({"text": "", "thoughtSignature": signature})
         del called
+        candidate = _candidate(parts, _STOP_TO_WIRE.get(response.stop_reason, "STOP"))
+        search = next((p for p in response.content if isinstance(p, ServerToolUse)), None)
+        if search is not None:
+            candidate["groundingMetadata"] = _grounding_json(search)
         body: dict[str, Any] = {
-            "candidates": [_candidate(parts, _STOP_TO_WIRE.get(response.stop_reason, "STOP"))],
+            "candidates": [candidate],
             "usageMetadata": _usage_json(response.usage),
             "modelVersion": request.model,
         }
@@ -852,6 +892,9 @@ class GeminiCodec(Codec):
                     content.append(Thinking(signature=signature, origin="gemini"))
                 if part.get("text"):
                     content.append(Text(text=part["text"]))
+        search = _grounding(candidate)
+        if search is not None:
+            content.insert(0, search)  # the search came before the answer that cites it
         called = any(isinstance(p, ToolCall) for p in content)
         blocked = _get(_get(body, "promptFeedback"), "blockReason")
         stop = "refusal" if blocked else _stop_from_wire(_get(candidate, "finishReason"), called)

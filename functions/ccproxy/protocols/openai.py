@@ -631,6 +631,11 @@ class OpenAICodec(Codec):
             message["reasoning_content"] = reasoning
         if calls:
             message["tool_calls"] = _wire_calls(calls)
+        sources = [r for p in response.content if isinstance(p, ServerToolUse) for r in p.results]
+        if sources:
+            # The sources a web search found, as OpenAI's search models cite them.
+            message["annotations"] = [{"type": "url_citation", "url_citation": {
+                "url": r.url, "title": r.title or r.url, "start_index": 0, "end_index": len(text)}} for r in sources]
         stop = response.stop_reason
         if stop == "end_turn" and calls:
             stop = "tool_use"
