@@ -207,7 +207,7 @@ class Proxy:
         left_out: list[str] = []
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
-            headers = {name: call.headers[name] for name in upstream.forwarded_headers if name in call.headers}
+            headers = _forwarded(upstream, call.headers)
         else:
             left_out = upstream.left_out(request)
             await self._prepare_media(request, attempt)
@@ -362,8 +362,12 @@ class Proxy:
         if path is None:
             return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
         passthrough = upstream is client and call.route.passthrough
-        body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_count_request(request, model)
-        content = await self._call_once(attempt, path, body)
+        if passthrough:
+            body = upstream.passthrough_body(call.body, model)
+            headers = _forwarded(upstream, call.headers)
+        else:
+            body, headers = upstream.encode_count_request(request, model), upstream.upstream_headers(request)
+        content = await self._call_once(attempt, path, body, headers)
         if passthrough:
             return Answer(raw=content)
         return Answer(json=client.encode_count_response(upstream.decode_count_response(_parse_json(content))))
@@ -391,12 +395,17 @@ class Proxy:
     def _first_target(self, call: Call, model: str) -> Attempt:
         return self._attempt(routing.resolve(self.config, call.group, model).targets[0])
 
-    async def _call_once(self, attempt: Attempt, path: str, body: Any) -> bytes:
-        response = await self._send(attempt, attempt.provider.base_url + path, body, None)
+    async def _call_once(self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
+        response = await self._send(attempt, attempt.provider.base_url + path, body, headers)
         content = await _read(response)
         if response.status_code >= 400:
             raise attempt.codec.decode_error(response.status_code, content, response.headers)
         return content
+
+
+def _forwarded(upstream: Codec, headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers that its protocol's upstream needs as they are."""
+    return {name: headers[name] for name in upstream.forwarded_headers if name in headers}
 
 
 def _media(request: Request) -> list[Image | Document]:

@@ -147,3 +147,8 @@ def test_the_function_logs_json_with_the_request_id(streaming_function, upstream
     assert refusals[0]["function_request_id"] == "req-json-log"
     assert refusals[0]["correlation_id"] == "url-json-log"
     assert refusals[0]["cold_start"] is True
+    # The access log line: its fields as keys of their own, with the reason.
+    [access] = [line for line in lines if "access" in line]
+    assert access["message"].startswith("POST /v1/chat/completions 503")
+    assert access["access"]["status"] == 503 and "no access key" in access["access"]["reason"]
+    assert access["function_request_id"] == "req-json-log" and access["level"] == "INFO"

@@ -48,3 +48,30 @@ def test_serve_refuses_a_public_address_without_access_keys(tmp_path):
     )
     assert result.returncode != 0
     assert "access key" in (result.stderr + result.stdout)
+
+
+def _output_after_stop(process: subprocess.Popen) -> str:
+    process.terminate()
+    out, _ = process.communicate(timeout=10)
+    return out.decode()
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "quiet"])
+def test_serve_prints_one_line_per_request_unless_quiet(tmp_path, quiet):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("CCPROXY_")}
+    env["CCPROXY_STATE"] = str(tmp_path / "state.db")
+    options = ["--quiet"] if quiet else []
+    process, url = start_ccproxy(ROOT / "ccproxy.example.yaml", env, tmp_path, *options)
+    assert httpx.head(url + "/").status_code == 200
+    refused = httpx.post(url + "/v1/messages?key=ccp-do-not-print", json={"model": "claude-x"},
+                         headers={"anthropic-version": "2023-06-01"})
+    assert refused.status_code == 400
+    out = _output_after_stop(process)
+    lines = [line for line in out.splitlines() if "ccproxy.access" in line]
+    if quiet:
+        assert lines == []
+        return
+    assert len(lines) == 2, out
+    assert "HEAD / 200" in lines[0]
+    assert "POST /v1/messages?key=*** 400 claude" in lines[1] and "max_tokens" in lines[1]
+    assert "ccp-do-not-print" not in out

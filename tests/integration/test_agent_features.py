@@ -418,3 +418,18 @@ def test_openai_client_gets_the_sources_as_url_citations(proxy_url, upstreams):
     message = completion.choices[0].message
     assert message.content == scenarios.TEXT
     assert [(a.url_citation.url, a.url_citation.title) for a in message.annotations] == list(SEARCH_SOURCES)
+
+
+@pytest.mark.parametrize("upstream", ["claude", "gemini"])
+def test_count_tokens_with_system_turns(upstream, proxy_url, upstreams):
+    """Claude Code counts tokens of the same conversation it sends, system
+    turns and betas included."""
+    result = claude(proxy_url).messages.count_tokens(
+        model=alias(upstream), messages=claude_code_turns(), tools=CLAUDE_TOOLS,
+        extra_headers={"anthropic-beta": SYSTEM_BETA})
+    assert result.input_tokens == scenarios.COUNT_TOKENS
+    sent = upstreams[upstream].last
+    if upstream == "claude":
+        assert sent.headers["anthropic-beta"] == SYSTEM_BETA
+    else:
+        assert "Second reminder." in system_sent("gemini", sent.json["generateContentRequest"])

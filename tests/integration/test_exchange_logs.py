@@ -56,6 +56,8 @@ def test_one_record_per_request_with_both_sides(proxy_url, upstreams, sink_dir, 
     assert record["schema_version"] == 1 and record["stream"] is stream
     assert (record["client_protocol"], record["group"], record["alias"], record["model"]) == ("claude", "default", "via-gemini", "via-gemini")
     assert record["target"] == {"provider": "up-gemini", "model": "gemini-upstream", "protocol": "gemini"}
+    assert record["upstream_model"] == "gemini-upstream"  # as the answer named it; the client saw its alias
+    assert record["left_out"] == []
     assert record["system"] == "You are a test." and record["tools"] == ["get_weather", "get_time"]
     assert QUESTION in json.loads(record["client_request"])["messages"][0]["content"]
     assert "functionDeclarations" in record["upstream_request"]
@@ -68,6 +70,31 @@ def test_one_record_per_request_with_both_sides(proxy_url, upstreams, sink_dir, 
     assert 0 < timings["upstream_first_byte_ms"] <= timings["client_first_byte_ms"] <= timings["duration_ms"]
     assert record["status"] == 200 and record["error"] is None
     assert record["key_fingerprint"].startswith("k-")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_pass_through_records_the_upstreams_model_name(proxy_url, upstreams, sink_dir, stream):
+    upstreams["claude"].script("text")
+    kwargs = dict(model=alias("claude"), max_tokens=64, messages=[{"role": "user", "content": QUESTION}])
+    client = claude_client(proxy_url)
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            answered = s.get_final_message()
+    else:
+        answered = client.messages.create(**kwargs)
+    (record,) = records(DirectorySink(sink_dir), 1)
+    assert answered.model == alias("claude")
+    assert record["passthrough"] is True and record["upstream_model"] == "claude-upstream"
+
+
+def test_what_the_upstream_cannot_take_is_recorded(proxy_url, upstreams, sink_dir):
+    upstreams["openai"].script("text")
+    claude_client(proxy_url).messages.create(
+        model=alias("openai"), max_tokens=64, messages=[{"role": "user", "content": QUESTION}],
+        tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    (record,) = records(DirectorySink(sink_dir), 1)
+    assert record["left_out"] == ["server tool web_search (web_search)", "beta context-1m-2025-08-07"]
 
 
 def test_failover_and_errors_are_recorded(proxy_url, upstreams, sink_dir):
