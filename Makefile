@@ -8,7 +8,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # Offline and quiet: no telemetry, no region lookup.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam
 
-.PHONY: setup run test lint-template bench clean
+.PHONY: setup run test lint-template bench agents-e2e clean
 
 setup: $(STAMP)
 
@@ -39,5 +39,16 @@ test: $(STAMP) lint-template
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# The real coding agents (pinned, from npm, into tests/agents/.npm) through
+# `ccproxy serve` to each upstream protocol: each must finish a tool-using turn.
+AGENTS_NPM := tests/agents/.npm
+AGENTS := @anthropic-ai/claude-code@2.1.197 @google/gemini-cli@0.61.0 opencode-ai@1.18.33
+$(AGENTS_NPM)/.installed:
+	npm install --silent --no-audit --no-fund --prefix $(AGENTS_NPM) $(AGENTS)
+	touch $@
+
+agents-e2e: $(STAMP) $(AGENTS_NPM)/.installed
+	AGENTS_BIN=$(AGENTS_NPM)/node_modules/.bin $(BIN)/python tests/agents/e2e.py $(E2E_ARGS)
+
 clean:
-	rm -rf $(VENV) $(SAM_VENV) bench/.venv-litellm .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) bench/.venv-litellm .pytest_cache $(AGENTS_NPM)

@@ -84,6 +84,17 @@ def split_prefix(path: str, active_group: str) -> Prefix:
     return Prefix(group, compat, "/" + "/".join(segments[i:]))
 
 
+def _bare_prefix(path: str, config: Config) -> bool:
+    """`/{group}`, `/compat`, `/{group}/compat` or `/switch` with nothing after."""
+    segments = [s for s in path.split("/") if s]
+    if not 1 <= len(segments) <= 2 or segments[-1] in PROTOCOL_ROOTS:
+        return False
+    first_is_group = segments[0] in config.groups or segments[0] == "switch"
+    if len(segments) == 1:
+        return first_is_group or segments[0] in COMPAT_SEGMENTS
+    return first_is_group and segments[1] in COMPAT_SEGMENTS
+
+
 class RouteTable:
     """Every codec's routes; routes that need a header are tried first, so
     `GET /v1/models` with `anthropic-version` lists models the Claude way."""
@@ -142,6 +153,9 @@ def create_app(settings: Settings) -> Starlette:
         except ProxyError as error:
             accesslog.write(scope, started, error.status, reason=error.message)
             return _error(found[1] if found else fallback, error)
+        if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, settings.config):
+            # A base URL that carries a group (URL/free) is probed like the root.
+            return await root(request)
         if found is None:
             error = ProxyError(404, f"no route for {request.method} {path}")
             accesslog.write(scope, started, 404, reason=error.message)

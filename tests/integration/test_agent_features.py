@@ -153,37 +153,23 @@ def test_claude_on_claude_keeps_its_thinking_across_turns(proxy_url, upstreams, 
     assert sent["messages"][1]["content"][0]["type"] == "thinking"
 
 
-def test_unsigned_thinking_goes_back_as_reasoning_content(proxy_url, upstreams):
+@pytest.mark.parametrize("signature,sent_back", [("", True), ("EqQBsigned", False)], ids=["unsigned", "signed"])
+def test_unsigned_thinking_goes_back_as_reasoning_content(signature, sent_back, proxy_url, upstreams):
     """Thinking a DeepSeek-style upstream produced reaches a Claude client
     unsigned; sent back, it must return as reasoning_content on the
-    assistant turn that made the call."""
+    assistant turn that made the call. Signed thinking is another vendor's."""
     upstreams["openai"].script("text")
     claude(proxy_url).messages.create(
         model=alias("openai"), max_tokens=256, tools=CLAUDE_TOOLS,
         messages=[
             {"role": "user", "content": QUESTION},
             {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "I should look it up.", "signature": ""},
+                {"type": "thinking", "thinking": "I should look it up.", "signature": signature},
                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "22C"}]},
         ])
     assistant = next(m for m in upstreams["openai"].last.json["messages"] if m["role"] == "assistant")
-    assert assistant["reasoning_content"] == "I should look it up."
-
-
-def test_signed_thinking_of_another_vendor_is_not_sent_as_reasoning_content(proxy_url, upstreams):
-    upstreams["openai"].script("text")
-    claude(proxy_url).messages.create(
-        model=alias("openai"), max_tokens=256, tools=CLAUDE_TOOLS,
-        messages=[
-            {"role": "user", "content": QUESTION},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "private", "signature": "EqQBsigned"},
-                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "22C"}]},
-        ])
-    assistant = next(m for m in upstreams["openai"].last.json["messages"] if m["role"] == "assistant")
-    assert "reasoning_content" not in assistant
+    assert assistant.get("reasoning_content") == ("I should look it up." if sent_back else None)
 
 
 # ---------------------------------------------------------------- documents
@@ -340,12 +326,18 @@ def test_pass_through_forwards_beta_headers_but_never_the_clients_auth(proxy_url
     assert "x-custom" not in headers and ACCESS_KEY not in json.dumps(headers)
 
 
+@pytest.mark.parametrize("path", ["/", "/second", "/compat", "/second/compat", "/switch"])
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_root_answers_without_auth_and_says_nothing_of_the_config(method, proxy_url):
-    response = httpx.request(method, proxy_url + "/")
+def test_root_answers_without_auth_and_says_nothing_of_the_config(method, path, proxy_url):
+    """Clients probe their base URL, which may carry a group or compat prefix."""
+    response = httpx.request(method, proxy_url + path)
     assert response.status_code == 200
     if method == "GET":
         assert response.json() == {"service": "ccproxy", "status": "ok"}
+
+
+def test_an_unknown_bare_prefix_is_still_a_404(proxy_url):
+    assert httpx.head(proxy_url + "/no-such-group").status_code == 404
 
 
 def test_access_log_has_one_line_per_request_and_says_why_one_was_refused(proxy_url, upstreams, caplog):
@@ -433,3 +425,51 @@ def test_count_tokens_with_system_turns(upstream, proxy_url, upstreams):
         assert sent.headers["anthropic-beta"] == SYSTEM_BETA
     else:
         assert "Second reminder." in system_sent("gemini", sent.json["generateContentRequest"])
+
+
+def test_pdf_urls_are_fetched_for_upstreams_that_cannot_and_kept_for_claude(proxy_url, upstreams):
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.support.server import serving
+
+    async def pdf(request):
+        return Response(base64.b64decode(PDF), media_type="application/pdf")
+
+    with serving(Starlette(routes=[Route("/spec.pdf", pdf)])) as files:
+        question = [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": files.url + "/spec.pdf"}},
+            {"type": "text", "text": "Summarise."}]}]
+        for upstream in ("openai", "gemini", "claude"):
+            upstreams[upstream].script("text")
+            claude(proxy_url).messages.create(model=alias(upstream), max_tokens=64, messages=question)
+    assert upstreams["openai"].last.json["messages"][0]["content"][0]["file"]["file_data"] == f"data:application/pdf;base64,{PDF}"
+    assert upstreams["gemini"].last.json["contents"][0]["parts"][0] == {"inlineData": {"mimeType": "application/pdf", "data": PDF}}
+    # Anthropic fetches URLs itself: same protocol, the block goes as it came.
+    assert upstreams["claude"].last.json["messages"][0]["content"][0]["source"]["type"] == "url"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_claude_answer_from_gemini_ends_with_its_text(stream, proxy_url, upstreams):
+    """Gemini signs its closing empty text part; a signature-only thinking
+    block after the text would be the turn's last block, which Claude Code
+    prints as its (empty) answer."""
+    upstreams["gemini"].script("text")
+    kwargs = dict(model=alias("gemini"), max_tokens=64, messages=[{"role": "user", "content": QUESTION}])
+    if stream:
+        with claude(proxy_url).messages.stream(**kwargs) as events:
+            message = events.get_final_message()
+    else:
+        message = claude(proxy_url).messages.create(**kwargs)
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == scenarios.TEXT
+
+
+def test_a_gemini_signature_before_a_call_still_reaches_the_claude_client(proxy_url, upstreams):
+    upstreams["gemini"].script("tool_call")
+    with claude(proxy_url).messages.stream(model=alias("gemini"), max_tokens=64, tools=CLAUDE_TOOLS,
+                                           messages=[{"role": "user", "content": QUESTION}]) as events:
+        message = events.get_final_message()
+    kinds = [b.type for b in message.content]
+    assert kinds[-2:] == ["thinking", "tool_use"] and message.content[-2].signature.startswith("gemini:")

@@ -425,6 +425,11 @@ class _EventEncoder(StreamEncoder):
         self.stop_sequence: str | None = None
         self.usage = Usage()
         self.id: str | None = None
+        # A signature that came without thinking after the answer began
+        # (Gemini signs its closing empty text part): sent only before a tool
+        # call. A trailing empty thinking block would be taken by clients for
+        # the turn's last message (Claude Code then prints nothing).
+        self.held_signature: str | None = None
 
     @staticmethod
     def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -494,14 +499,18 @@ class _EventEncoder(StreamEncoder):
                     out += self._open_block(_Block.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
                 return out + self._delta({"type": "thinking_delta", "thinking": text})
             case ThinkingSignature(signature=signature, origin=origin):
+                if self.block is not _Block.THINKING and self.next_index > 0:
+                    self.held_signature = _signature_out(signature, origin)
+                    return out
                 if self.block is not _Block.THINKING:
                     return out + self._signature_block(_signature_out(signature, origin))
                 return out + self._delta({"type": "signature_delta", "signature": _signature_out(signature, origin)}) + self._close_block()
             case RedactedThinking(data=data):
                 return out + self._open_block(_Block.THINKING, {"type": "redacted_thinking", "data": data}) + self._close_block()
             case ToolCallStart(index=index, id=call_id, name=name, signature=signature, origin=origin):
-                if signature:
-                    out += self._signature_block(_signature_out(signature, origin))
+                held, self.held_signature = self.held_signature, None
+                if signature or held:
+                    out += self._signature_block(_signature_out(signature, origin) if signature else held or "")
                 out += self._open_block(_Block.TOOL, {"type": "tool_use", "id": for_anthropic(call_id), "name": name, "input": {}})
                 self.tool_blocks[index] = self.next_index - 1
                 return out
@@ -869,11 +878,15 @@ class ClaudeCodec(Codec):
 
     def encode_response(self, response: Response, request: Request) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
-        for part in response.content:
+        parts = response.content
+        for i, part in enumerate(parts):
             if isinstance(part, Text):
                 if part.text:
                     content.append({"type": "text", "text": part.text})
             elif isinstance(part, Thinking):
+                trailing = content and not part.text and not isinstance(parts[i + 1] if i + 1 < len(parts) else None, ToolCall)
+                if trailing and not part.redacted:
+                    continue  # as in streams: no empty thinking block after the answer began
                 if part.redacted:
                     content.append({"type": "redacted_thinking", "data": part.signature or ""})
                 else:
