@@ -38,6 +38,7 @@ from typing import Any
 from .ids import new_call_id
 from .jsonutil import dumps, loads_object
 from .unified import (
+    Document,
     Finish,
     Image,
     Message,
@@ -856,16 +857,16 @@ def _same(a: Any, b: Any) -> bool:
     return dumps(a) == dumps(b)
 
 
-def format_result(result: ToolResult, name: str | None) -> list[Text | Image]:
+def format_result(result: ToolResult, name: str | None) -> list[Text | Image | Document]:
     """A tool result as user content: `<tool_result name=.. id=..>` text, with
-    any images kept as images where they stand inside it."""
+    any images and documents kept as they are where they stand inside it."""
     attributes = ""
     if name:
         attributes += f" name={_attribute(name)}"
     attributes += f" id={_attribute(result.id)}"
     if result.is_error:
         attributes += ' status="error"'
-    parts: list[Text | Image] = []
+    parts: list[Text | Image | Document] = []
     text = f"<tool_result{attributes}>"
     for item in result.content:
         if isinstance(item, Text):

@@ -55,10 +55,10 @@ REPO = HERE.parent.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
 import httpx  # noqa: E402
+from capture import example_of  # noqa: E402  (tests/agents/capture.py: a value fitting a JSON schema)
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from capture import example_of  # noqa: E402  (tests/agents/capture.py: a value fitting a JSON schema)
 from tests.fakes import UPSTREAM_MODELS, FakeUpstream  # noqa: E402
 from tests.fakes.base import Context, dumps, stream_response  # noqa: E402
 from tests.fakes.scenarios import Call, Scenario, Turn  # noqa: E402

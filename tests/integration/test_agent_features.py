@@ -387,7 +387,8 @@ def test_claude_client_sees_the_search_the_upstream_ran(upstream, stream, proxy_
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_gemini_client_sees_grounding_from_anthropic_search(stream, proxy_url, upstreams, driver_for):
     upstreams["claude"].script("web_search")
-    client = driver_for("gemini").client
+    driver = driver_for("gemini")  # held: the SDK closes its client with the driver
+    client = driver.client
     config = gtypes.GenerateContentConfig(tools=[gtypes.Tool(google_search=gtypes.GoogleSearch())])
     contents = "Weather in Paris today?"
     if stream:
@@ -473,3 +474,26 @@ def test_a_gemini_signature_before_a_call_still_reaches_the_claude_client(proxy_
         message = events.get_final_message()
     kinds = [b.type for b in message.content]
     assert kinds[-2:] == ["thinking", "tool_use"] and message.content[-2].signature.startswith("gemini:")
+
+
+def test_cached_tokens_from_claude_reach_a_gemini_client_in_its_own_field(proxy_url, upstreams, driver_for):
+    upstreams["claude"].script("text")
+    driver = driver_for("gemini")  # held: the SDK closes its client with the driver
+    response = driver.client.models.generate_content(model=alias("claude"), contents=QUESTION)
+    assert response.usage_metadata.cached_content_token_count == scenarios.CACHED_TOKENS
+    assert response.usage_metadata.prompt_token_count == scenarios.PROMPT_TOKENS
+
+
+def test_ollama_system_message_mid_conversation_stays_in_place_for_openai(proxy_url, upstreams, driver_for):
+    upstreams["openai"].script("text")
+    outcome = driver_for("ollama").chat(alias("openai"), stream=False, messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "Checking."},
+        {"role": "system", "content": REMINDER},
+        {"role": "user", "content": "Go on."},
+    ])
+    assert outcome.text == scenarios.TEXT
+    sent = upstreams["openai"].last.json["messages"]
+    assert [(m["role"], m["content"]) for m in sent if m["role"] == "system"] == [("system", "Be brief."), ("system", REMINDER)]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "system", "user"]

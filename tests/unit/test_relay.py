@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from ccproxy.pipeline import Relay
 from ccproxy.protocols import CODECS
 from ccproxy.protocols.common import fold_system_turns

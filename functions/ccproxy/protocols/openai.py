@@ -282,12 +282,12 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, CacheMark | No
     for i, message in enumerate(wire):
         where = f"messages.{i}"
         if message.role in ("system", "developer"):
-            parts = [p for p in _user_parts(message.content, where) if isinstance(p, Text)]
+            texts = [p for p in _user_parts(message.content, where) if isinstance(p, Text)]
             if not messages:
-                system += [p.text for p in parts if p.text]
-                system_cache = next((p.cache for p in reversed(parts) if p.cache), system_cache)
+                system += [t.text for t in texts if t.text]
+                system_cache = next((t.cache for t in reversed(texts) if t.cache), system_cache)
             else:
-                append("system", parts)
+                append("system", texts)
         elif message.role == "user":
             append("user", _user_parts(message.content, where))
         elif message.role == "assistant":
