@@ -223,7 +223,8 @@ class Proxy:
             exchange.mark_upstream_first_byte()
         if response.status_code >= 400:
             return await self._upstream_error(response, attempt, passthrough)
-        # Told apart from the answer itself: what the upstream could not take.
+        # No protocol's answer has a place for what the upstream could not
+        # take, so a header says it.
         answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
 
         if not request.stream:

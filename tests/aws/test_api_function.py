@@ -107,6 +107,8 @@ def check_shape(name: str, headers: dict[str, str], body: str) -> None:
         assert answer["message"] == {"role": "assistant", "content": TEXT} or answer["message"]["content"] == TEXT
     elif name == "ollama-tags":
         assert "models" in json.loads(body)
+    elif name == "root":
+        assert json.loads(body) == {"service": "ccproxy", "status": "ok"}
     else:  # a new event file: at least valid JSON or SSE
         assert body.startswith(("{", "data:", "event:"))
 
