@@ -497,3 +497,96 @@ def test_ollama_system_message_mid_conversation_stays_in_place_for_openai(proxy_
     sent = upstreams["openai"].last.json["messages"]
     assert [(m["role"], m["content"]) for m in sent if m["role"] == "system"] == [("system", "Be brief."), ("system", REMINDER)]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "system", "user"]
+
+
+# ---------------------------------------------------------------- per pair
+
+PDF_BYTES = base64.b64decode(PDF)
+
+
+def ask_with_pdf(client: str, model: str, proxy_url: str, driver_for) -> None:
+    """A PDF and a question, as each client protocol that can carry one sends it."""
+    if client == "claude":
+        claude(proxy_url).messages.create(model=model, max_tokens=64, messages=pdf_question())
+    elif client == "openai":
+        oai(proxy_url).chat.completions.create(model=model, messages=[{"role": "user", "content": [
+            {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "spec.pdf"}},
+            {"type": "text", "text": "Summarise this."}]}])
+    else:
+        driver = driver_for("gemini")
+        driver.client.models.generate_content(model=model, contents=[gtypes.Content(role="user", parts=[
+            gtypes.Part(inline_data=gtypes.Blob(mime_type="application/pdf", data=PDF_BYTES)),
+            gtypes.Part(text="Summarise this.")])])
+
+
+def pdf_sent(upstream: str, body: dict) -> bool:
+    if upstream == "claude":
+        block = body["messages"][0]["content"][0]
+        return block["type"] == "document" and block["source"] == {"type": "base64", "media_type": "application/pdf", "data": PDF}
+    if upstream == "openai":
+        return body["messages"][0]["content"][0]["file"]["file_data"] == f"data:application/pdf;base64,{PDF}"
+    # Gemini to Gemini goes as the SDK wrote it: snake_case keys, URL-safe base64.
+    inline = body["contents"][0]["parts"][0]["inlineData"]
+    data = base64.b64decode(inline["data"].replace("-", "+").replace("_", "/"))
+    return (inline.get("mimeType") or inline.get("mime_type")) == "application/pdf" and data == PDF_BYTES
+
+
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+@pytest.mark.parametrize("client", ["claude", "openai", "gemini"])
+def test_pdf_every_pair(client, upstream, proxy_url, upstreams, driver_for):
+    upstreams[upstream].script("text")
+    if upstream == "ollama":
+        from google.genai import errors
+
+        refusal = {"claude": anthropic.BadRequestError, "openai": openai.BadRequestError, "gemini": errors.ClientError}
+        with pytest.raises(refusal[client]) as caught:  # each SDK's own 400
+            ask_with_pdf(client, alias(upstream), proxy_url, driver_for)
+        assert getattr(caught.value, "status_code", getattr(caught.value, "code", None)) == 400
+        assert "up-ollama" in str(caught.value) and upstreams["ollama"].requests == []
+        return
+    ask_with_pdf(client, alias(upstream), proxy_url, driver_for)
+    assert pdf_sent(upstream, upstreams[upstream].last.json)
+
+
+def history_with_reasoning(client: str) -> tuple[str, object]:
+    """The client's own way of sending back a tool-calling turn with the
+    reasoning an OpenAI-compatible reasoner showed it."""
+    thought, call = "I should look it up.", {"city": "Paris"}
+    if client == "claude":
+        return "claude", [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": thought, "signature": ""},
+                                              {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": call}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "22C"}]}]
+    if client == "openai":
+        return "openai", [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": None, "reasoning_content": thought, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(call)}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "22C"}]
+    if client == "ollama":
+        return "ollama", [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "", "thinking": thought,
+             "tool_calls": [{"function": {"name": "get_weather", "arguments": call}}]},
+            {"role": "tool", "content": "22C", "tool_name": "get_weather"}]
+    return "gemini", [
+        gtypes.Content(role="user", parts=[gtypes.Part(text=QUESTION)]),
+        gtypes.Content(role="model", parts=[gtypes.Part(text=thought, thought=True),
+                                            gtypes.Part(function_call=gtypes.FunctionCall(name="get_weather", args=call))]),
+        gtypes.Content(role="user", parts=[gtypes.Part(function_response=gtypes.FunctionResponse(
+            name="get_weather", response={"output": "22C"}))])]
+
+
+@pytest.mark.parametrize("client", PROTOCOLS)
+def test_reasoning_goes_back_to_an_openai_compatible_reasoner_from_every_client(client, proxy_url, upstreams, driver_for):
+    upstreams["openai"].script("text")
+    _, history = history_with_reasoning(client)
+    driver = driver_for(client)
+    if client == "gemini":
+        driver.chat(alias("openai"), stream=False, tools=True, contents=history)
+    else:
+        driver.chat(alias("openai"), stream=False, tools=True, messages=history)
+    assistant = next(m for m in upstreams["openai"].last.json["messages"] if m["role"] == "assistant")
+    assert assistant["reasoning_content"] == "I should look it up."
+    assert assistant["tool_calls"][0]["function"]["name"] == "get_weather"
