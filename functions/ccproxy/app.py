@@ -228,6 +228,8 @@ async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
         return loads(raw)
     except ValueError as exc:
         raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProxyError(400, "the request body is nested too deeply") from None
 
 
 def _error(codec: Codec, error: ProxyError) -> Response:

@@ -99,6 +99,23 @@ class LogSettings(_Strict):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # per captured body or stream
 
 
+class FetchSettings(_Strict):
+    """Images and documents ccproxy downloads for a client (for upstreams that
+    take only inline data): caps, and the private hosts it may reach."""
+
+    allow: list[str] = Field(default_factory=list)  # hosts or networks: "files.internal", "10.0.0.0/8"
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    timeout: float = Field(default=30, gt=0)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, allow: list[str]) -> list[str]:
+        from .fetch import FetchPolicy
+
+        FetchPolicy(allow=tuple(allow))  # a malformed network fails when the config loads
+        return allow
+
+
 class Config(_Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
@@ -107,8 +124,11 @@ class Config(_Strict):
     # How many more pool entries a request may try after the first fails
     # before its first byte, and how long all the tries together may take.
     retries: int = Field(default=2, ge=0, le=20)
-    deadline: float = Field(default=900, gt=0)
+    # The whole request, failovers and the stream included: Lambda stops a
+    # function at 900 s, and bookkeeping needs a moment after the answer.
+    deadline: float = Field(default=840, gt=0)
     logs: LogSettings = Field(default_factory=LogSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

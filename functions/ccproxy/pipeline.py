@@ -8,7 +8,7 @@ what a codec's own state machine must hold.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from .errors import ProxyError
 from .jsonutil import dumpb, loads
@@ -129,21 +129,29 @@ def _convert(
     return b"".join(parts), False
 
 
+# The most one stream record (an SSE event, an NDJSON line) may hold before
+# its end arrives: a stream without record ends is an upstream fault, not a
+# reason to buffer without limit.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
 class Relay:
     """Same protocol on both sides: the upstream's stream passed on record by
     record, each as soon as it is whole. A record that names the model is
-    rewritten to name the client's; every other record goes out byte for
-    byte as it came.
+    rewritten to name the client's; a record that holds a secret (an upstream
+    error echoing its key) has it replaced; every other record goes out byte
+    for byte as it came.
 
     States: the buffer holds the start of a record not yet whole; a record
     (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
 
-    def __init__(self, codec: Codec, model: str) -> None:
+    def __init__(self, codec: Codec, model: str, secrets: Sequence[str] = ()) -> None:
         self.codec = codec
         self.model = model
         self.sse = codec.stream_media_type == "text/event-stream"
         self.separator = b"\n\n" if self.sse else b"\n"
         self.key = f'"{codec.model_key}"'.encode()
+        self.secrets = [s.encode() for s in secrets if s]
         self.buffer = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -153,16 +161,22 @@ class Relay:
             keep = buffer.endswith(b"\r")
             buffer = (buffer[:-1] if keep else buffer).replace(b"\r\n", b"\n") + (b"\r" if keep else b"")
         *records, self.buffer = buffer.split(self.separator)
+        if len(self.buffer) > MAX_RECORD_BYTES:
+            raise ProxyError(502, f"the upstream sent a stream record over {MAX_RECORD_BYTES} bytes")
         if not records:
             return b""
         separator = self.separator
-        return b"".join((self._renamed(r) if self.key in r else r) + separator for r in records)
+        out = b"".join((self._renamed(r) if self.key in r else r) + separator for r in records)
+        for secret in self.secrets:
+            if secret in out:
+                out = out.replace(secret, b"[redacted]")
+        return out
 
     def close(self) -> bytes:
-        """What is left: a record the upstream cut off, passed on as it is
-        (the decoder beside reports the early end)."""
+        """What is left at the end: a record the upstream cut off, which is
+        not passed on (the decoder beside reports the early end)."""
         rest, self.buffer = self.buffer, b""
-        return rest
+        return rest if not rest.strip() else b""
 
     def _renamed(self, record: bytes) -> bytes:
         if not self.sse:
@@ -185,27 +199,38 @@ class Relay:
 
 
 async def relay_stream(
-    chunks: AsyncIterator[bytes], relay: Relay, decoder: StreamDecoder, observe: Observer
+    chunks: AsyncIterator[bytes],
+    relay: Relay,
+    decoder: StreamDecoder,
+    observe: Observer,
+    error_event: Callable[[ProxyError], bytes],
 ) -> AsyncIterator[bytes]:
-    """The upstream's stream through `relay`, decoded on the side only so
-    usage and the answer can be recorded."""
-    broken = False
-    async for chunk in chunks:
-        out = relay.feed(chunk)
-        if out:
-            yield out
-        if not broken:
-            try:
-                for event in decoder.feed(chunk):
-                    observe(event)
-            except ProxyError:
-                broken = True
-    rest = relay.close()
-    if rest:
-        yield rest
-    if not broken:
-        try:
-            for event in decoder.close():
+    """The upstream's stream through `relay`, checked by its own decoder as it
+    goes: a record that does not parse, a connection that breaks, or a stream
+    that stops before its end marker ends the client's stream with its
+    protocol's error event (`error_event`), as a converted stream would. The
+    decoder also lets usage and the answer be recorded.
+
+    Each chunk is decoded before it is passed on, so nothing the decoder
+    refuses reaches the client."""
+    try:
+        async for chunk in chunks:
+            events = decoder.feed(chunk)
+            for event in events:
                 observe(event)
-        except ProxyError:
-            pass
+            out = relay.feed(chunk)
+            if out:
+                yield out
+            if any(type(event) is StreamError for event in events):
+                return  # the upstream's own error event went out with its record
+        events = decoder.close()
+        for event in events:
+            observe(event)
+        failure = next((event.error for event in events if type(event) is StreamError), None)
+        if failure is not None:
+            yield LastPiece(error_event(failure))
+            return
+        yield LastPiece(relay.close())
+    except ProxyError as error:
+        observe(StreamError(error))
+        yield LastPiece(error_event(error))

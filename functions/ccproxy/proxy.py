@@ -6,12 +6,14 @@ Knows nothing of Starlette or Lambda: handlers hand in a `Call` and get an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
 from . import routing, telemetry
 from .config import Config, Provider, Target
@@ -28,7 +30,7 @@ from .compat import CompatStream, parse_response, rewrite_request
 from .exchange import Capture
 from .jsonutil import dumpb, loads
 from .unified import Accumulator, Document, Image, Request, StreamError, StreamEvent, ToolResult, Usage
-from .upstream import UpstreamClient, timeout
+from .upstream import MAX_ANSWER_BYTES, TooLarge, UnsupportedEncoding, UpstreamClient, inflater, timeout
 
 log = logging.getLogger("ccproxy")
 
@@ -39,7 +41,6 @@ RETRYABLE = frozenset({401, 403, 408, 429})
 
 def retryable(error: ProxyError) -> bool:
     return error.status in RETRYABLE or error.status >= 500
-MAX_INLINED_IMAGE = 20 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -121,7 +122,7 @@ class Proxy:
             if model not in names:
                 raise ProxyError(404, f"model {model!r} is not an alias of group {call.group!r}", code="model_not_found")
             return Answer(json=call.codec.encode_model(model))
-        return Answer(json=call.codec.answer_locally(call.route.endpoint, call.body, names))
+        return Answer(json=_decoded(lambda: call.codec.answer_locally(call.route.endpoint, call.body, names)))
 
     # ------------------------------------------------------------ generate
 
@@ -129,7 +130,7 @@ class Proxy:
         """Decode, pick pool entries in turn, and try them until one answers
         (failover happens only before the client has seen a byte)."""
         client = call.codec
-        request = client.decode_request(call.body, call.ctx)
+        request = _decoded(lambda: client.decode_request(call.body, call.ctx))
         resolution = routing.resolve(self.config, call.group, request.model)
         call.alias = resolution.alias
         exchange = call.exchange
@@ -155,7 +156,7 @@ class Proxy:
                 exchange.key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
                 exchange.compat, exchange.passthrough = compat, passthrough
             try:
-                return await self._generate_once(call, request, attempt, passthrough, compat)
+                return await self._generate_once(call, request, attempt, passthrough, compat, deadline)
             except ProxyError as error:
                 if exchange is not None:
                     exchange.attempt(entry.target.provider, entry.target.model, exchange.key_fingerprint or "",
@@ -163,7 +164,7 @@ class Proxy:
                 telemetry.record(entry.target.provider, entry.target.model, client.protocol, error.status, None, None, None)
                 if not retryable(error):
                     raise
-                await self.rotation.failed(entry, error)
+                await self.rotation.failed(entry, error, alternatives=len(plan) > 1)
                 log.warning("%s failed with %s; trying the next in the pool", entry.target, error.status)
                 last_error = error
         if last_error is None:
@@ -199,7 +200,7 @@ class Proxy:
         return record
 
     async def _generate_once(
-        self, call: Call, request: Request, attempt: Attempt, passthrough: bool, compat: bool
+        self, call: Call, request: Request, attempt: Attempt, passthrough: bool, compat: bool, deadline: float
     ) -> Answer:
         upstream = attempt.codec
         model = attempt.target.model
@@ -217,18 +218,18 @@ class Proxy:
             exchange.left_out = left_out
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
         sent = time.perf_counter()
-        response = await self._send(attempt, url, body, headers, exchange)
+        response = await self._send(attempt, url, body, headers, exchange, deadline)
         latency_ms = (time.perf_counter() - sent) * 1000
         if exchange is not None:
             exchange.mark_upstream_first_byte()
         if response.status_code >= 400:
-            return await self._upstream_error(response, attempt, passthrough)
+            return await self._upstream_error(response, attempt, passthrough, deadline)
         # No protocol's answer has a place for what the upstream could not
         # take, so a header says it.
         answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
 
         if not request.stream:
-            content = await _read(response)
+            content = await _read(response, deadline)
             parsed = _parse_json(content)
             decoded = upstream.decode_response(parsed)
             if compat:
@@ -246,12 +247,21 @@ class Proxy:
             return Answer(raw=out, headers=answer_headers,
                           after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)])
 
+        _check_stream_type(response, upstream)
         accumulator = Accumulator()
-        chunks = _iterate(response)
+        chunks = _iterate(response, deadline)
         if exchange is not None:
             chunks = _tee(chunks, exchange.upstream_response.add)
         if passthrough:
-            stream = relay_stream(chunks, Relay(upstream, request.model), upstream.stream_decoder(), accumulator.add)
+            secrets = self.keys.secrets()
+
+            def error_event(error: ProxyError) -> bytes:
+                error.message = scrub(error.message, secrets)  # its message reaches the client
+                encoder = call.codec.stream_encoder(request)
+                return encoder.feed(StreamError(error)) + encoder.close()
+
+            stream = relay_stream(chunks, Relay(upstream, request.model, secrets), upstream.stream_decoder(),
+                                  accumulator.add, error_event)
         else:
             def observe(event: StreamEvent) -> None:
                 if isinstance(event, StreamError):  # its message reaches the client
@@ -281,6 +291,7 @@ class Proxy:
         body: Any,
         extra_headers: Mapping[str, str] | None,
         exchange: Exchange | None = None,
+        deadline: float | None = None,
     ) -> httpx.Response:
         headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra_headers or {})}
         headers.update(attempt.codec.auth_headers(attempt.key))
@@ -289,17 +300,23 @@ class Proxy:
         if exchange is not None:
             exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
             exchange.upstream_request.add(content)
+        deadline = deadline if deadline is not None else time.monotonic() + self.config.deadline
+        # Each attempt has what is left of the request's deadline, at most its
+        # provider's own timeout.
+        seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
         try:
-            return await self.http.send("POST", url, timeout(attempt.provider.timeout), content, headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout_at(deadline):
+                return await self.http.send("POST", url, timeout(seconds), content, headers)
+        except (httpx.TimeoutException, TimeoutError):
             raise ProxyError(504, f"provider {attempt.provider_id!r} did not answer in time", kind="timeout") from None
         except httpx.HTTPError as exc:
             raise ProxyError(
                 502, f"cannot reach provider {attempt.provider_id!r} ({type(exc).__name__})", kind="unavailable"
             ) from None
 
-    async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool) -> Answer:
-        content = await _read(response)
+    async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool,
+                              deadline: float | None = None) -> Answer:
+        content = await _read(response, deadline)
         error = attempt.codec.decode_error(response.status_code, content, response.headers)
         error.status = response.status_code
         if retryable(error):
@@ -336,27 +353,23 @@ class Proxy:
                 part.data, part.media_type, part.url = *await self._fetch(part.url, "image"), None
 
     async def _fetch(self, url: str, what: str) -> tuple[str, str]:
-        """The base64 content and media type at `url`."""
+        """The base64 content and media type at `url`, fetched under the
+        config's guard (public addresses only, size and time caps)."""
         import base64
 
-        if not url.startswith(("http://", "https://")):
-            raise ProxyError(400, f"{what} URL {url[:80]!r} is neither http(s) nor a data: URL")
-        try:
-            response = await self.http.send("GET", url, timeout(30))
-            await _read(response)
-        except (httpx.HTTPError, httpx.InvalidURL, ProxyError) as exc:
-            raise ProxyError(400, f"cannot fetch {what} {url[:200]} ({type(exc).__name__})") from None
-        if response.status_code != 200 or len(response.content) > MAX_INLINED_IMAGE:
-            raise ProxyError(400, f"cannot fetch {what} {url[:200]} (status {response.status_code})")
-        default = "image/png" if what == "image" else "application/pdf"
-        return base64.b64encode(response.content).decode(), response.headers.get("content-type", default).split(";")[0]
+        from .fetch import FetchPolicy, fetch_media
+
+        settings = self.config.fetch
+        policy = FetchPolicy(max_bytes=settings.max_bytes, timeout=settings.timeout, allow=tuple(settings.allow))
+        content, media_type = await fetch_media(self.http, url, policy, what)
+        return base64.b64encode(content).decode(), media_type
 
     # ------------------------------------------------------------ count tokens and embeddings
     # One upstream call on the first target, never touching key health.
 
     async def count_tokens(self, call: Call) -> Answer:
         client = call.codec
-        request = client.decode_count_request(call.body, call.ctx)
+        request = _decoded(lambda: client.decode_count_request(call.body, call.ctx))
         attempt = self._first_target(call, request.model)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.count_path(model)
@@ -375,7 +388,7 @@ class Proxy:
 
     async def embed(self, call: Call) -> Answer:
         client = call.codec
-        request = client.decode_embed_request(call.body, call.ctx)
+        request = _decoded(lambda: client.decode_embed_request(call.body, call.ctx))
         attempt = self._first_target(call, request.model)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.embed_path(model)
@@ -397,16 +410,54 @@ class Proxy:
         return self._attempt(routing.resolve(self.config, call.group, model).targets[0])
 
     async def _call_once(self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
-        response = await self._send(attempt, attempt.provider.base_url + path, body, headers)
-        content = await _read(response)
+        deadline = time.monotonic() + self.config.deadline
+        response = await self._send(attempt, attempt.provider.base_url + path, body, headers, None, deadline)
+        content = await _read(response, deadline)
         if response.status_code >= 400:
             raise attempt.codec.decode_error(response.status_code, content, response.headers)
         return content
 
 
+T = TypeVar("T")
+
+
+def _decoded(decode: Callable[[], T]) -> T:
+    """The boundary where the client's body meets its codec. Whatever a codec
+    trips over there came from the client, so it is the client's to fix: a
+    400 in its protocol's shape (an SDK retries a 5xx, sending the same bad
+    request again)."""
+    try:
+        return decode()
+    except ProxyError:
+        raise
+    except RecursionError:
+        raise ProxyError(400, "invalid request: the body is nested too deeply", kind="invalid_request") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
+        raise ProxyError(400, f"invalid request: {problems}", kind="invalid_request") from None
+    except KeyError as exc:
+        raise ProxyError(400, f"invalid request: the field {exc} is missing", kind="invalid_request") from None
+    except (TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise ProxyError(400, f"invalid request: a field has the wrong type or value ({exc})", kind="invalid_request") from None
+
+
 def _forwarded(upstream: Codec, headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that its protocol's upstream needs as they are."""
     return {name: headers[name] for name in upstream.forwarded_headers if name in headers}
+
+
+# Stream media types a generic server may use besides its protocol's own.
+_TOLERATED_STREAM_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
+
+
+def _check_stream_type(response: httpx.Response, upstream: Codec) -> None:
+    """A 200 that is not a stream (an HTML page from a gateway, a whole JSON
+    answer) is refused before the client sees a byte, while its status can
+    still say so."""
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != upstream.stream_media_type and media_type not in _TOLERATED_STREAM_TYPES:
+        raise ProxyError(502, f"the upstream answered a stream request with {media_type}, not a stream",
+                         kind="unavailable")
 
 
 def _media(request: Request) -> list[Image | Document]:
@@ -421,15 +472,23 @@ def _media(request: Request) -> list[Image | Document]:
     return found
 
 
-async def _read(response: httpx.Response) -> bytes:
+async def _read(response: httpx.Response, deadline: float | None = None, cap: int = MAX_ANSWER_BYTES) -> bytes:
+    """The whole body, decompressed under its cap, within the deadline."""
+    pieces: list[bytes] = []
     try:
-        return await response.aread()
-    except httpx.TimeoutException:
+        body = inflater(response, cap)
+        async with asyncio.timeout_at(deadline if deadline is not None else time.monotonic() + 3600):
+            async for chunk in response.aiter_raw():
+                pieces.extend(body.feed(chunk))
+    except (httpx.TimeoutException, TimeoutError):
         raise ProxyError(504, "the upstream stopped answering", kind="timeout") from None
     except httpx.HTTPError as exc:
         raise ProxyError(502, f"the upstream connection failed ({type(exc).__name__})") from None
+    except (TooLarge, UnsupportedEncoding) as exc:
+        raise ProxyError(502, f"the upstream's answer cannot be read: {exc}") from None
     finally:
         await response.aclose()
+    return b"".join(pieces)
 
 
 def _parse_json(content: bytes) -> Any:
@@ -439,16 +498,29 @@ def _parse_json(content: bytes) -> Any:
         raise ProxyError(502, f"the upstream answered with something that is not JSON: {content[:200]!r}") from None
 
 
-async def _iterate(response: httpx.Response) -> AsyncIterator[bytes]:
-    # Asked for identity; a compressed answer all the same is decoded by httpx.
-    encoded = response.headers.get("content-encoding", "identity") != "identity"
+async def _iterate(response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
+    """The body as it arrives, decompressed under the cap (an upstream asked
+    for identity may compress all the same); it ends with the request's
+    deadline too."""
+    chunks = response.aiter_raw().__aiter__()
     try:
-        async for chunk in response.aiter_bytes() if encoded else response.aiter_raw():
-            yield chunk
+        body = inflater(response, MAX_ANSWER_BYTES)
+        while True:
+            async with asyncio.timeout_at(deadline):
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+            for out in body.feed(chunk):
+                yield out
+    except TimeoutError:
+        raise ProxyError(504, "the request's deadline passed mid-stream", kind="timeout") from None
     except httpx.TimeoutException:
         raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
     except httpx.HTTPError as exc:
         raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None
+    except (TooLarge, UnsupportedEncoding) as exc:
+        raise ProxyError(502, f"the upstream's stream cannot be read: {exc}") from None
 
 
 async def _tee(chunks: AsyncIterator[bytes], keep: Callable[[bytes], None]) -> AsyncIterator[bytes]:

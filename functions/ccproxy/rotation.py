@@ -24,6 +24,7 @@ RATE_LIMIT_DEFAULT = 60.0
 AUTH_FAILURE = 3600.0
 SERVER_FAILURE = 10.0
 MAX_COOLDOWN = 86400.0
+RATE_LIMIT_REASONS = frozenset({"rate limited", "daily quota exhausted"})
 # How long a process trusts what it last read of a pool's cooldowns. Its own
 # failures are seen at once; another process's within this time. It saves a
 # store round trip per request (a network call on DynamoDB).
@@ -141,13 +142,13 @@ class Rotation:
         if ready:
             return ready
         soonest = min(c.until for c in cooling.values())
-        raise ProxyError(
-            429,
-            f"every key for this model is cooling down after rate limits or failures; retry in {max(1, round(soonest - now))} s",
-            kind="rate_limit",
-            code="all_keys_cooling",
-            retry_after=max(1.0, soonest - now),
-        )
+        wait = max(1.0, soonest - now)
+        if all(c.reason in RATE_LIMIT_REASONS for c in cooling.values()):
+            raise ProxyError(429, f"every key for this model is rate limited; retry in {round(wait)} s",
+                             kind="rate_limit", code="all_keys_cooling", retry_after=wait)
+        # Failing upstreams are not the client's doing: not a rate limit.
+        raise ProxyError(503, f"every upstream for this model is failing or refusing its key; retry in {round(wait)} s",
+                         kind="unavailable", code="all_keys_cooling", retry_after=wait)
 
     async def _cooling(self, names: tuple[str, ...], now: float) -> dict[str, Cooldown]:
         view = self._views.get(names)
@@ -156,11 +157,16 @@ class Rotation:
             self._views[names] = view
         return {name: c for name, c in view[1].items() if c.until > now}
 
-    async def failed(self, entry: Entry, error: ProxyError) -> None:
-        """Cool the entry's key after an upstream failure."""
+    async def failed(self, entry: Entry, error: ProxyError, alternatives: bool = True) -> None:
+        """Cool the entry's key after an upstream failure. A server error
+        cools it only where the pool has another entry to go to: with none,
+        resting it would only turn the next requests away unanswered (and one
+        client's odd request can make a server fail for no fault of the key)."""
         now = self.clock()
         cooldown = cooldown_for(error, now)
         if cooldown is None:
+            return
+        if not alternatives and (error.status >= 500 or error.status == 408):
             return
         until, reason = cooldown
         # Bad credentials are the key's own fault on every model; rate limits

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+import zlib
+from typing import Iterator
 
 import httpx
 
@@ -77,3 +79,61 @@ def timeout(seconds: float) -> httpx.Timeout:
     """Connect quickly or fail over; once connected, a slow model may take
     `seconds` between bytes."""
     return httpx.Timeout(seconds, connect=min(10.0, seconds))
+
+
+# ---------------------------------------------------------------- reading answers
+# An upstream is an outsider too: what it sends is read under caps, checked as
+# it arrives, so a compressed bomb or a line without end is an error, not an
+# allocation.
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a whole answer, decompressed
+PIECE = 1024 * 1024  # the most one decompression step may produce
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+
+
+class TooLarge(ValueError):
+    """An upstream answer over its cap."""
+
+
+class Inflater:
+    """Decompresses gzip or deflate a piece at a time, never holding more
+    than `cap` bytes of output in all. Identity passes through counted."""
+
+    def __init__(self, encoding: str, cap: int) -> None:
+        encoding = encoding.strip().lower() or "identity"
+        if encoding != "identity" and encoding not in _WBITS:
+            raise UnsupportedEncoding(encoding)
+        self.cap = cap
+        self.total = 0
+        self._inflater = zlib.decompressobj(wbits=_WBITS[encoding]) if encoding != "identity" else None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """What `data` decompresses to, in pieces of at most PIECE bytes: one
+        small compressed chunk may stand for gigabytes."""
+        if self._inflater is None:
+            self._count(len(data))
+            yield data
+            return
+        pending = data
+        while pending:
+            try:
+                out = self._inflater.decompress(pending, PIECE)
+            except zlib.error as exc:
+                raise UnsupportedEncoding(f"a broken compressed body ({exc})") from None
+            pending = self._inflater.unconsumed_tail
+            self._count(len(out))
+            if out:
+                yield out
+
+    def _count(self, size: int) -> None:
+        self.total += size
+        if self.total > self.cap:
+            raise TooLarge(f"the answer is larger than {self.cap} bytes once decompressed")
+
+
+class UnsupportedEncoding(ValueError):
+    """A content-encoding ccproxy does not read (it asks for identity)."""
+
+
+def inflater(response: httpx.Response, cap: int) -> Inflater:
+    return Inflater(response.headers.get("content-encoding", "identity"), cap)

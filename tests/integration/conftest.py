@@ -48,6 +48,9 @@ def proxy_config(fake_servers: dict[str, str]) -> dict:
         },
         "active_group": "second",
         "access_keys": [ACCESS_KEY],
+        # The tests serve images and documents on loopback, which a client
+        # may not make the proxy fetch unless the config says so.
+        "fetch": {"allow": ["127.0.0.1"]},
     }
 
 
@@ -84,6 +87,7 @@ def upstreams(stack):
     # Each test starts with every key rested: cooldowns from an earlier
     # test's scripted failures would otherwise answer for the upstream.
     app.state.proxy.rotation.state = MemoryStateStore()
+    app.state.proxy.rotation._views.clear()
     yield fakes
     for protocol, fake in fakes.items():
         assert fake.violations == [], f"the {protocol} fake rejected what the proxy sent: {fake.violations}"

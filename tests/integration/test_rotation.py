@@ -56,6 +56,7 @@ def fresh(pair):
     url, first, second, app, config = pair
     first.reset(), second.reset()
     app.state.proxy.rotation.state = MemoryStateStore()
+    app.state.proxy.rotation._views.clear()  # what the last test's cooldowns looked like
     config.retries = 2
     yield pair
     assert first.violations == [] and second.violations == []
@@ -105,6 +106,82 @@ def test_every_key_cooling_answers_429_with_retry_after(fresh):
     assert again.json()["error"]["type"] == "rate_limit_error"
     assert 28 <= int(again.headers["retry-after"]) <= 30
     assert len(first.requests) == 1, "a cooling key must not be called"
+
+
+def test_a_single_entry_that_fails_once_is_tried_again_next_time(fresh):
+    """With nowhere else to go, resting the entry would only turn the next
+    requests away unanswered."""
+    url, first, _, _, _ = fresh
+    first.script("server_error")
+    with pytest.raises(openai.InternalServerError):
+        ask(url, model="solo")
+    assert ask(url, model="solo") == scenarios.TEXT
+    assert len(first.requests) == 2
+
+
+def test_a_server_error_cools_an_entry_when_the_pool_has_another(fresh):
+    url, first, second, app, _ = fresh
+    first.script("server_error")
+    assert ask(url) == scenarios.TEXT  # failed over to the second
+    reasons = [c.reason for c in app.state.proxy.rotation.state.cooldowns(time.time())]
+    assert reasons == ["failing (500)"]
+
+
+def test_a_bad_request_never_cools_a_key(fresh):
+    url, first, _, app, _ = fresh
+    response = httpx.post(url + "/v1/messages", headers={"x-api-key": ACCESS_KEY, "anthropic-version": "2023-06-01"},
+                          json={"model": "solo", "max_tokens": 5, "messages": [{"role": "assistant", "content": "hi"}]})
+    assert response.status_code == 400  # the fake refuses a first turn from the assistant
+    assert app.state.proxy.rotation.state.cooldowns(time.time()) == []
+    first.violations.clear()
+
+
+def test_every_entry_failing_answers_503_not_a_rate_limit(fresh):
+    url, first, second, _, _ = fresh
+    first.script("server_error")
+    second.script("server_error")
+    with pytest.raises(openai.InternalServerError):
+        ask(url)
+    response = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {ACCESS_KEY}"},
+                          json={"model": "pair", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert "failing" in response.json()["error"]["message"]
+
+
+def test_the_deadline_bounds_the_whole_request(fresh):
+    """Two hanging targets, each with a longer timeout than the deadline
+    leaves: the client hears 504 when the deadline passes, not after the sum
+    of the timeouts."""
+    url, first, second, _, config = fresh
+    first.script("hang", seconds=5.0)
+    second.script("hang", seconds=5.0)
+    config.deadline = 1.5
+    try:
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(url)
+        took = time.monotonic() - started
+    finally:
+        config.deadline = 840
+    assert caught.value.status_code == 504
+    assert took < 2.5, f"took {took:.1f} s"
+
+
+def test_the_deadline_ends_a_stream_with_an_error_event(fresh):
+    url, first, _, _, config = fresh
+    first.script("stall", seconds=5.0)
+    config.deadline = 1.0
+    try:
+        started = time.monotonic()
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": f"Bearer {ACCESS_KEY}"},
+                          json={"model": "solo", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                          timeout=10) as response:
+            body = response.read()
+        took = time.monotonic() - started
+    finally:
+        config.deadline = 840
+    assert response.status_code == 200 and took < 2.5
+    assert b'"error"' in body and b"deadline" in body
 
 
 def test_the_retry_budget_is_kept(fresh):

@@ -4,6 +4,7 @@ keep-alive and its races, timeouts, broken answers, TLS and flow control."""
 from __future__ import annotations
 
 import asyncio
+import time
 import ssl
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -462,11 +463,49 @@ def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
         async with RawServer(handler) as server:
             client = UpstreamClient()
             response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
-            got = b"".join([chunk async for chunk in _iterate(response)])
+            got = b"".join([chunk async for chunk in _iterate(response, time.monotonic() + 5)])
             await client.aclose()
             return got
 
     assert run(scenario()) == events
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_compression_bomb_is_refused_while_it_is_read(streamed):
+    """260 KB of gzip that would be 256 MiB: the reader stops at its cap
+    instead of allocating it."""
+    import zlib
+
+    from ccproxy.errors import ProxyError
+    from ccproxy.proxy import _iterate, _read
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    bomb = b"".join(compressor.compress(block) for _ in range(256)) + compressor.flush()
+    assert len(bomb) < 300_000
+
+    async def handler(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(bomb), bomb))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server:
+            client = UpstreamClient()
+            response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
+            try:
+                if streamed:
+                    total = 0
+                    async for chunk in _iterate(response, time.monotonic() + 5):
+                        total += len(chunk)
+                    return total
+                return len(await _read(response, time.monotonic() + 5, cap=8 * 1024 * 1024))
+            finally:
+                await client.aclose()
+
+    with pytest.raises(ProxyError) as caught:
+        run(scenario())
+    assert caught.value.status == 502 and "larger than" in caught.value.message
 
 
 def test_an_answer_sent_before_the_whole_body_was_read_is_returned():

@@ -47,10 +47,18 @@ def test_records_without_the_model_go_out_byte_for_byte():
     assert json.loads(records[0].split(b"data: ", 1)[1])["message"]["model"] == "my-alias"
 
 
-def test_a_record_cut_off_at_the_end_is_passed_on_as_it_came():
+def test_a_record_cut_off_at_the_end_is_not_passed_on():
+    """Half a record would be a parse error in the client; the stream ends
+    with the protocol's error event instead (relay_stream)."""
     relay = Relay(CODECS["openai"], "my-alias")
     assert relay.feed(b'data: {"model":"gpt-up') == b""
-    assert relay.close() == b'data: {"model":"gpt-up'
+    assert relay.close() == b""
+
+
+def test_secrets_in_forwarded_records_are_redacted():
+    relay = Relay(CODECS["claude"], "my-alias", ["sk-ant-secret-123"])
+    out = relay.feed(b'event: error\ndata: {"type":"error","error":{"message":"bad key sk-ant-secret-123"}}\n\n')
+    assert b"sk-ant-secret-123" not in out and b"[redacted]" in out
 
 
 def test_system_turns_fold_into_the_system_prompt_in_order():

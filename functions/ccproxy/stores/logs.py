@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..exchange import object_key
+from ..jsonutil import dumpb
 
 log = logging.getLogger("ccproxy")
 
@@ -55,8 +56,11 @@ class LogSink(ABC):
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    return gzip.compress(line.encode(), compresslevel=6, mtime=0)
+    """One gzipped line of compact UTF-8 JSON. Text that UTF-8 cannot hold (a
+    lone surrogate from a client's `"\\ud800"` escape, a truncated emoji) is
+    written escaped, so any record is stored and reads back as it was; a
+    plain `.encode()` raised on it and the record was lost."""
+    return gzip.compress(dumpb(record) + b"\n", compresslevel=6, mtime=0)
 
 
 def decode(data: bytes) -> dict[str, Any]:

@@ -10,16 +10,22 @@ Entries are names like "openai#3f2a9c1b" (provider id, then a fingerprint of
 the key): the store never sees a key itself.
 
 The methods are synchronous: SQLite calls are short local writes, and the
-caller runs the DynamoDB store in a worker thread.
+caller runs the DynamoDB store in a worker thread. A SQLite call made on the
+event loop never waits more than a few milliseconds on another process's lock
+(see SqliteStateStore).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -148,30 +154,107 @@ _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _MAX_PARAMS = 900
 
 
+# How long a call made on the event loop may wait for another process's write
+# lock: a few milliseconds, then the write is handed to a worker thread. See
+# SqliteStateStore.
+LOOP_BUSY_MS = 5
+# How long the worker waits before trying again when even its patient wait
+# ran out (another process held the lock for longer than busy_timeout).
+_RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
+
+log = logging.getLogger("ccproxy")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class SqliteStateStore(StateStore):
     """A SQLite file shared by every process on the machine.
 
     WAL mode lets readers run beside the one writer; writes take the write lock
     up front (BEGIN IMMEDIATE) so two processes wait on busy_timeout instead of
-    failing on a lock upgrade. One connection per store, used from any thread
-    under a lock, since the server calls it from the event loop and workers.
+    failing on a lock upgrade.
+
+    The methods stay synchronous (the rotation calls them from the event loop,
+    the CLI from plain code), so how long a call may wait depends on where it
+    is made:
+
+    - Off the event loop (the CLI, worker threads, tests) a call waits for
+      another process's write lock up to `busy_timeout_ms`, as a plain SQLite
+      call does, and returns once its write has landed.
+    - On a running event loop a call may wait `loop_busy_ms` (a few ms) only:
+      waiting longer would stall every request the process serves, and a
+      lock is held by another process for as long as it likes (a long
+      checkpoint, `sqlite3` at a prompt in a transaction). When the lock is
+      still taken, the write is owed instead: kept in memory and written by
+      a worker thread, patiently and retried, once the lock is free. The
+      call returns at once: `cool` and `add_usage` with their write pending
+      (this process's `cooling` and `cooldowns` include owed cooldowns, so
+      it sees its own at once); `next_turn` with the turn after the last
+      one this process saw, so the rotation goes on locally, while the
+      shared counter is still owed its increment. Reads on the loop do not
+      wait on writers in WAL mode; if one is refused all the same, `cooling`
+      answers from what this process owes (a cooling key then costs one
+      failed request, as with DynamoDB's unprocessed keys) and `usage`, an
+      admin read, raises.
+
+    Bounding the wait (rather than running every call in a thread) keeps the
+    common, uncontended call a microsecond-scale local write, less than a
+    thread hop, and needs no change to the synchronous interface.
+
+    Two connections, each under its own lock: the loop's with the short
+    busy_timeout, and the patient one for everything off the loop and the
+    worker, so the loop never queues behind a thread's long wait. Owed
+    writes are flushed by `close()` and at interpreter exit.
     """
 
-    def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000, loop_busy_ms: int = LOOP_BUSY_MS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        # isolation_level=None: no implicit transactions; ours are explicit.
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self.busy_timeout_ms = busy_timeout_ms
+        # Off the loop, and the worker's.
+        self._patient_lock = threading.Lock()
+        self._patient = self._connect(busy_timeout_ms)
         self._use_wal(busy_timeout_ms / 1000)
-        self._db.execute("PRAGMA synchronous = NORMAL")  # durable enough for counters, much faster in WAL
-        with self._write() as db:
+        self._patient.execute("PRAGMA synchronous = NORMAL")  # durable enough for counters, much faster in WAL
+        with self._transaction(self._patient, self._patient_lock) as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+        # On the event loop.
+        self._lock = threading.Lock()
+        self._db = self._connect(loop_busy_ms)
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        # Writes owed by calls on the loop that found the lock taken; all
+        # three kinds commute (sums, and a later cooldown wins), so they may
+        # land in any order, together, in one transaction.
+        self._owed = threading.Condition(threading.Lock())
+        self._turns_owed: dict[str, int] = {}
+        self._cools_owed: dict[str, Cooldown] = {}
+        self._usage_owed: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._last_turn: dict[str, int] = {}
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        _open_stores.add(self)
+
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; ours are explicit.
+        db = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        return db
 
     def _use_wal(self, patience: float) -> None:
         """Switch the file to WAL. SQLite answers "locked" at once, without
@@ -181,89 +264,282 @@ class SqliteStateStore(StateStore):
         deadline = time.monotonic() + patience
         while True:
             try:
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._patient.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.01)
 
+    @staticmethod
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+        with lock:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+
+    def _connection(self) -> tuple[sqlite3.Connection, threading.Lock, bool]:
+        """The connection for a call made here, its lock, and whether the
+        call is on the event loop."""
+        if _on_event_loop():
+            return self._db, self._lock, True
+        return self._patient, self._patient_lock, False
+
+    # ------------------------------------------------------------ the statements
+
+    @staticmethod
+    def _add_turns(db: sqlite3.Connection, pool: str, count: int) -> int:
+        """The counter after adding `count`."""
+        if _HAS_RETURNING:
+            # fetchall: the statement must run to completion before COMMIT.
+            rows = db.execute(
+                "INSERT INTO turns (pool, n) VALUES (?, ?) ON CONFLICT (pool) DO UPDATE SET n = n + excluded.n "
+                "RETURNING n",
+                (pool, count),
+            ).fetchall()
+        else:
+            db.execute("INSERT OR IGNORE INTO turns (pool, n) VALUES (?, 0)", (pool,))
+            db.execute("UPDATE turns SET n = n + ? WHERE pool = ?", (count, pool))
+            rows = db.execute("SELECT n FROM turns WHERE pool = ?", (pool,)).fetchall()
+        return int(rows[0][0])
+
+    @staticmethod
+    def _put_cooldown(db: sqlite3.Connection, cooldown: Cooldown) -> None:
+        db.execute(
+            "INSERT INTO cooldowns (entry, until, reason) VALUES (?, ?, ?) "
+            "ON CONFLICT (entry) DO UPDATE SET until = excluded.until, reason = excluded.reason "
+            "WHERE excluded.until > cooldowns.until",
+            (cooldown.entry, cooldown.until, cooldown.reason),
+        )
+
+    @staticmethod
+    def _put_usage(db: sqlite3.Connection, day: str, entry: str, counts: tuple[int, int, int]) -> None:
+        db.execute(
+            "INSERT INTO usage (day, entry, requests, input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, entry) DO UPDATE SET requests = requests + excluded.requests, "
+            "input_tokens = input_tokens + excluded.input_tokens, "
+            "output_tokens = output_tokens + excluded.output_tokens",
+            (day, entry, *counts),
+        )
+
+    # ------------------------------------------------------------ the interface
 
     def next_turn(self, pool: str) -> int:
-        with self._write() as db:
-            if _HAS_RETURNING:
-                # fetchall: the statement must run to completion before COMMIT.
-                rows = db.execute(
-                    "INSERT INTO turns (pool, n) VALUES (?, 1) ON CONFLICT (pool) DO UPDATE SET n = n + 1 RETURNING n",
-                    (pool,),
-                ).fetchall()
-            else:
-                db.execute("INSERT OR IGNORE INTO turns (pool, n) VALUES (?, 0)", (pool,))
-                db.execute("UPDATE turns SET n = n + 1 WHERE pool = ?", (pool,))
-                rows = db.execute("SELECT n FROM turns WHERE pool = ?", (pool,)).fetchall()
-        return int(rows[0][0]) - 1
+        db, lock, on_loop = self._connection()
+        try:
+            with self._transaction(db, lock):
+                turn = self._add_turns(db, pool, 1) - 1
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            with self._owed:
+                turn = self._last_turn.get(pool, -1) + 1
+                self._last_turn[pool] = turn
+                self._turns_owed[pool] = self._turns_owed.get(pool, 0) + 1
+            self._wake_worker()
+            return turn
+        self._last_turn[pool] = turn
+        return turn
 
     def cool(self, entry: str, until: float, reason: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO cooldowns (entry, until, reason) VALUES (?, ?, ?) "
-                "ON CONFLICT (entry) DO UPDATE SET until = excluded.until, reason = excluded.reason "
-                "WHERE excluded.until > cooldowns.until",
-                (entry, float(until), reason),
-            )
+        cooldown = Cooldown(entry, float(until), reason)
+        db, lock, on_loop = self._connection()
+        try:
+            with self._transaction(db, lock):
+                self._put_cooldown(db, cooldown)
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            with self._owed:
+                owed = self._cools_owed.get(entry)
+                if owed is None or cooldown.until > owed.until:
+                    self._cools_owed[entry] = cooldown
+            self._wake_worker()
+
+    def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
+        counts = (int(requests), int(input_tokens), int(output_tokens))
+        db, lock, on_loop = self._connection()
+        try:
+            with self._transaction(db, lock):
+                self._put_usage(db, day, entry, counts)
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            with self._owed:
+                owed = self._usage_owed.get((day, entry), (0, 0, 0))
+                self._usage_owed[(day, entry)] = (owed[0] + counts[0], owed[1] + counts[1], owed[2] + counts[2])
+            self._wake_worker()
 
     def cooling(self, entries: Sequence[str], now: float) -> dict[str, Cooldown]:
         wanted = list(dict.fromkeys(entries))
         found: dict[str, Cooldown] = {}
-        with self._lock:
-            for start in range(0, len(wanted), _MAX_PARAMS):
-                chunk = wanted[start : start + _MAX_PARAMS]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT entry, until, reason FROM cooldowns WHERE until > ? AND entry IN ({marks})",
-                    (float(now), *chunk),
-                ).fetchall()
-                found.update((row[0], Cooldown(row[0], row[1], row[2])) for row in rows)
-        return found
+        db, lock, on_loop = self._connection()
+        if not on_loop:
+            self._settle(self.busy_timeout_ms / 1000)
+        try:
+            with lock:
+                for start in range(0, len(wanted), _MAX_PARAMS):
+                    chunk = wanted[start : start + _MAX_PARAMS]
+                    marks = ",".join("?" * len(chunk))
+                    rows = db.execute(
+                        f"SELECT entry, until, reason FROM cooldowns WHERE until > ? AND entry IN ({marks})",
+                        (float(now), *chunk),
+                    ).fetchall()
+                    found.update((row[0], Cooldown(row[0], row[1], row[2])) for row in rows)
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            # Refused a read (rare in WAL mode): what this process owes is all it knows.
+        return self._with_owed_cools(found, wanted, now)
 
     def cooldowns(self, now: float) -> list[Cooldown]:
-        # Expired rows are pruned here, lazily, rather than on the request path.
-        with self._write() as db:
-            db.execute("DELETE FROM cooldowns WHERE until <= ?", (float(now),))
-            rows = db.execute("SELECT entry, until, reason FROM cooldowns ORDER BY entry").fetchall()
-        return [Cooldown(*row) for row in rows]
-
-    def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO usage (day, entry, requests, input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (day, entry) DO UPDATE SET requests = requests + excluded.requests, "
-                "input_tokens = input_tokens + excluded.input_tokens, "
-                "output_tokens = output_tokens + excluded.output_tokens",
-                (day, entry, int(requests), int(input_tokens), int(output_tokens)),
-            )
+        db, lock, on_loop = self._connection()
+        if not on_loop:
+            self._settle(self.busy_timeout_ms / 1000)
+        try:
+            # Expired rows are pruned here, lazily, rather than on the request path.
+            with self._transaction(db, lock):
+                db.execute("DELETE FROM cooldowns WHERE until <= ?", (float(now),))
+                rows = db.execute("SELECT entry, until, reason FROM cooldowns ORDER BY entry").fetchall()
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            with lock:  # no pruning this time: readers do not wait on the writer
+                rows = db.execute(
+                    "SELECT entry, until, reason FROM cooldowns WHERE until > ? ORDER BY entry", (float(now),)
+                ).fetchall()
+        found = {row[0]: Cooldown(*row) for row in rows}
+        return sorted(self._with_owed_cools(found, None, now).values(), key=lambda c: c.entry)
 
     def usage(self, day: str) -> list[KeyUsage]:
-        with self._lock:
-            rows = self._db.execute(
+        """Counts as written: on the event loop, counts still owed to a locked
+        database are not in them yet; off it, they are written first."""
+        db, lock, on_loop = self._connection()
+        if not on_loop:
+            self._settle(self.busy_timeout_ms / 1000)
+        with lock:
+            rows = db.execute(
                 "SELECT entry, day, requests, input_tokens, output_tokens FROM usage WHERE day = ? ORDER BY entry",
                 (day,),
             ).fetchall()
         return [KeyUsage(*row) for row in rows]
 
     def close(self) -> None:
+        """Writes what is owed (waiting up to busy_timeout), then closes."""
+        self._settle(self.busy_timeout_ms / 1000)
+        with self._owed:
+            self._closed = True
+            self._owed.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=1)
         with self._lock:
             self._db.close()
+        with self._patient_lock:
+            self._patient.close()
+        _open_stores.discard(self)
+
+    # ------------------------------------------------------------ owed writes
+
+    def _with_owed_cools(self, found: dict[str, Cooldown], wanted: list[str] | None, now: float) -> dict[str, Cooldown]:
+        if not self._cools_owed:
+            return found
+        with self._owed:
+            owed = list(self._cools_owed.values())
+        for cooldown in owed:
+            if cooldown.until <= now or (wanted is not None and cooldown.entry not in wanted):
+                continue
+            known = found.get(cooldown.entry)
+            if known is None or cooldown.until > known.until:
+                found[cooldown.entry] = cooldown
+        return found
+
+    def _owes(self) -> bool:
+        return bool(self._turns_owed or self._cools_owed or self._usage_owed)
+
+    def _wake_worker(self) -> None:
+        with self._owed:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._write_owed, name="ccproxy-state-writer", daemon=True)
+                self._worker.start()
+            self._owed.notify_all()
+
+    def _settle(self, timeout: float) -> bool:
+        """Wait (off the loop) until nothing is owed; False if `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        with self._owed:
+            while self._owes():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._owed.wait(remaining)
+        return True
+
+    def _write_owed(self) -> None:
+        """The worker: writes everything owed in one transaction, waiting on
+        the lock patiently, off the loop; tries again while it cannot."""
+        failures = 0
+        while True:
+            with self._owed:
+                while not self._owes() and not self._closed:
+                    self._owed.wait()
+                if not self._owes():
+                    return
+                turns, cools, usage = dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed)
+            try:
+                with self._transaction(self._patient, self._patient_lock) as db:
+                    for pool, count in turns.items():
+                        self._add_turns(db, pool, count)
+                    for cooldown in cools.values():
+                        self._put_cooldown(db, cooldown)
+                    for (day, entry), counts in usage.items():
+                        self._put_usage(db, day, entry, counts)
+            except Exception as exc:  # noqa: BLE001  (locked past busy_timeout, mostly; the data is kept either way)
+                failures += 1
+                with self._owed:
+                    if self._closed:
+                        log.error("state writes lost: the store closed while the database stayed locked (%s)", exc)
+                        return
+                    log.warning("state writes waiting on a locked database (%s); trying again", exc)
+                    self._owed.wait(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                continue
+            failures = 0
+            with self._owed:  # landed: owed no more (unless owed again meanwhile)
+                for pool, count in turns.items():
+                    left = self._turns_owed.get(pool, 0) - count
+                    if left > 0:
+                        self._turns_owed[pool] = left
+                    else:
+                        self._turns_owed.pop(pool, None)
+                for entry, cooldown in cools.items():
+                    if self._cools_owed.get(entry) is cooldown:
+                        del self._cools_owed[entry]
+                for key, counts in usage.items():
+                    now_owed = self._usage_owed.get(key, (0, 0, 0))
+                    rest = (now_owed[0] - counts[0], now_owed[1] - counts[1], now_owed[2] - counts[2])
+                    if any(rest):
+                        self._usage_owed[key] = rest
+                    else:
+                        self._usage_owed.pop(key, None)
+                self._owed.notify_all()
+
+
+# Stores with writes possibly owed, flushed at interpreter exit (the server
+# does not close its store). atexit runs before daemon threads are stopped.
+_open_stores: weakref.WeakSet[SqliteStateStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _settle_open_stores() -> None:
+    for store in list(_open_stores):
+        try:
+            store._settle(store.busy_timeout_ms / 1000)
+        except Exception as exc:  # noqa: BLE001  (exiting: say so, nothing more to do)
+            log.warning("state writes owed at exit not written (%s)", exc)
 
 
 USAGE_TTL = 90 * 86400  # seconds DynamoDB keeps a day's usage
