@@ -103,6 +103,22 @@ class RouteTable:
         entries = [(route, codec, route.compiled()) for codec in codecs.values() for route in codec.routes]
         entries.sort(key=lambda entry: entry[0].header is None)
         self._entries: list[tuple[Route, Codec, re.Pattern[str]]] = entries
+        self._codecs = list(codecs.values())
+        self._fallback = next(iter(codecs.values()))
+
+    def owner(self, path: str, headers: Any) -> tuple[Codec, list[str]]:
+        """The protocol a path belongs to, for an error in its shape, and the
+        methods its routes take there (empty: no route has the path). A path
+        no route has belongs to the protocol with the longest root it begins
+        with (`/v1beta/...` Gemini, `/api/...` Ollama)."""
+        methods: dict[str, Codec] = {}
+        for route, codec, pattern in self._entries:
+            if (route.header is None or route.header in headers) and pattern.match(path):
+                methods.setdefault(route.method, codec)
+        if methods:
+            return next(iter(methods.values())), sorted(methods)
+        roots = [(root, codec) for codec in self._codecs for root in codec.path_roots if path.startswith(root)]
+        return (max(roots, key=lambda r: len(r[0]))[1] if roots else self._fallback), []
 
     def match(self, method: str, path: str, headers: Any) -> tuple[Route, Codec, dict[str, str]] | None:
         for route, codec, pattern in self._entries:
@@ -129,7 +145,6 @@ def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
     proxy = Proxy(settings.config, keys, state=settings.state)
     table = RouteTable(CODECS)
-    fallback = CODECS["openai"]
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
     gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
 
@@ -152,14 +167,22 @@ def create_app(settings: Settings) -> Starlette:
             access = gate.access_keys()
         except ProxyError as error:
             accesslog.write(scope, started, error.status, reason=error.message)
-            return _error(found[1] if found else fallback, error)
+            return _error(found[1] if found else table.owner(prefix.path, request.headers)[0], error)
         if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, settings.config):
             # A base URL that carries a group (URL/free) is probed like the root.
             return await root(request)
         if found is None:
-            error = ProxyError(404, f"no route for {request.method} {path}")
-            accesslog.write(scope, started, 404, reason=error.message)
-            return _error(fallback, error)
+            owner, allowed = table.owner(prefix.path, request.headers)
+            if allowed:
+                error = ProxyError(405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
+                                   kind="invalid_request")
+            else:
+                error = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
+            accesslog.write(scope, started, error.status, owner.protocol, reason=error.message)
+            response = _error(owner, error)
+            if allowed:
+                response.headers["allow"] = ", ".join(allowed)
+            return response
         route, codec, params = found
         call: Call | None = None
         exchange = recorder.start(request, route, codec, prefix.group)
@@ -210,7 +233,8 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         StarletteRoute("/health", health, methods=["GET"]),
         StarletteRoute("/", root, methods=["GET", "HEAD"]),
-        StarletteRoute("/{path:path}", dispatch, methods=["GET", "POST"]),
+        # Every method, so that a wrong one is answered in the protocol's shape.
+        StarletteRoute("/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = proxy

@@ -28,6 +28,40 @@ def convert_response(upstream: Codec, client: Codec, body: Any, request: Request
     return client.encode_response(upstream.decode_response(body), request)
 
 
+# What a codec's decoder raises when an answer is not of the shape it reads
+# (a JSON array where an object belongs, "error": null): the upstream's fault.
+UNREADABLE = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError)
+
+
+def unreadable(exc: BaseException) -> ProxyError:
+    return ProxyError(502, f"the upstream's answer could not be read ({type(exc).__name__}: {exc})"[:500])
+
+
+class CheckedDecoder(StreamDecoder):
+    """A stream decoder whose every surprise is a ProxyError 502, so that a
+    stream of the wrong shape ends with the client's error event like any
+    other upstream failure."""
+
+    def __init__(self, decoder: StreamDecoder) -> None:
+        self.decoder = decoder
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        try:
+            return self.decoder.feed(chunk)
+        except ProxyError:
+            raise
+        except UNREADABLE as exc:
+            raise unreadable(exc) from None
+
+    def close(self) -> list[StreamEvent]:
+        try:
+            return self.decoder.close()
+        except ProxyError:
+            raise
+        except UNREADABLE as exc:
+            raise unreadable(exc) from None
+
+
 class EventFilter(Protocol):
     """Rewrites unified events between decoder and encoder (compat mode
     turns text calls into tool calls here)."""

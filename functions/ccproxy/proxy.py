@@ -20,7 +20,7 @@ from .config import Config, Provider, Target
 from .errors import ProxyError
 from .exchange import Exchange
 from .keys import KeyRing, fingerprint, scrub
-from .pipeline import Relay, convert_stream, relay_stream
+from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, unreadable
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
 from .protocols.common import estimate_tokens, request_text
@@ -231,7 +231,7 @@ class Proxy:
         if not request.stream:
             content = await _read(response, deadline)
             parsed = _parse_json(content)
-            decoded = upstream.decode_response(parsed)
+            decoded = _upstream_decoded(lambda: upstream.decode_response(parsed))
             if compat:
                 decoded = parse_response(decoded, request.tools)
             if passthrough:
@@ -260,7 +260,7 @@ class Proxy:
                 encoder = call.codec.stream_encoder(request)
                 return encoder.feed(StreamError(error)) + encoder.close()
 
-            stream = relay_stream(chunks, Relay(upstream, request.model, secrets), upstream.stream_decoder(),
+            stream = relay_stream(chunks, Relay(upstream, request.model, secrets), CheckedDecoder(upstream.stream_decoder()),
                                   accumulator.add, error_event)
         else:
             def observe(event: StreamEvent) -> None:
@@ -270,7 +270,7 @@ class Proxy:
 
             stream = convert_stream(
                 chunks,
-                upstream.stream_decoder(),
+                CheckedDecoder(upstream.stream_decoder()),
                 call.codec.stream_encoder(request),
                 observe,
                 CompatStream(request.tools) if compat else None,
@@ -317,7 +317,7 @@ class Proxy:
     async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool,
                               deadline: float | None = None) -> Answer:
         content = await _read(response, deadline)
-        error = attempt.codec.decode_error(response.status_code, content, response.headers)
+        error = _error_of(attempt.codec, response, content)
         error.status = response.status_code
         if retryable(error):
             raise error
@@ -384,7 +384,8 @@ class Proxy:
         content = await self._call_once(attempt, path, body, headers)
         if passthrough:
             return Answer(raw=content)
-        return Answer(json=client.encode_count_response(upstream.decode_count_response(_parse_json(content))))
+        parsed = _parse_json(content)
+        return Answer(json=client.encode_count_response(_upstream_decoded(lambda: upstream.decode_count_response(parsed))))
 
     async def embed(self, call: Call) -> Answer:
         client = call.codec
@@ -403,7 +404,8 @@ class Proxy:
         content = await self._call_once(attempt, path, body)
         if passthrough:
             return Answer(raw=content)
-        embedded = upstream.decode_embed_response(_parse_json(content))
+        parsed = _parse_json(content)
+        embedded = _upstream_decoded(lambda: upstream.decode_embed_response(parsed))
         return Answer(json=client.encode_embed_response(embedded, request))
 
     def _first_target(self, call: Call, model: str) -> Attempt:
@@ -414,7 +416,7 @@ class Proxy:
         response = await self._send(attempt, attempt.provider.base_url + path, body, headers, None, deadline)
         content = await _read(response, deadline)
         if response.status_code >= 400:
-            raise attempt.codec.decode_error(response.status_code, content, response.headers)
+            raise _error_of(attempt.codec, response, content)
         return content
 
 
@@ -439,6 +441,26 @@ def _decoded(decode: Callable[[], T]) -> T:
         raise ProxyError(400, f"invalid request: the field {exc} is missing", kind="invalid_request") from None
     except (TypeError, AttributeError, IndexError, ValueError) as exc:
         raise ProxyError(400, f"invalid request: a field has the wrong type or value ({exc})", kind="invalid_request") from None
+
+
+def _upstream_decoded(decode: Callable[[], T]) -> T:
+    """The boundary where an upstream's answer meets its codec: an answer of
+    a shape the codec cannot read is the upstream's fault, a 502."""
+    try:
+        return decode()
+    except ProxyError:
+        raise
+    except UNREADABLE as exc:
+        raise unreadable(exc) from None
+
+
+def _error_of(upstream: Codec, response: httpx.Response, content: bytes) -> ProxyError:
+    """The upstream's error answer as a ProxyError with its status, whatever
+    the shape of its body."""
+    try:
+        return upstream.decode_error(response.status_code, content, response.headers)
+    except UNREADABLE:
+        return ProxyError(response.status_code, f"upstream error {response.status_code}")
 
 
 def _forwarded(upstream: Codec, headers: Mapping[str, str]) -> dict[str, str]:

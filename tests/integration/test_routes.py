@@ -345,3 +345,39 @@ def test_an_upstream_that_echoes_its_key_does_not_leak_it():
                 with client.messages.stream(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]) as s:
                     s.get_final_message()
             assert key not in str(broke.value.body) and "stream broke" in str(broke.value.body)
+
+
+ERROR_SHAPES = {
+    "openai": lambda body: isinstance(body["error"]["message"], str) and "type" in body["error"],
+    "claude": lambda body: body["type"] == "error" and isinstance(body["error"]["message"], str),
+    "gemini": lambda body: isinstance(body["error"]["code"], int) and isinstance(body["error"]["status"], str),
+    "ollama": lambda body: isinstance(body["error"], str),
+}
+
+
+@pytest.mark.parametrize("path,protocol", [
+    ("/v1/nowhere", "openai"),
+    ("/v1/messages/nowhere", "claude"),
+    ("/v1beta/nowhere", "gemini"),
+    ("/v1beta/models/m:noSuchMethod", "gemini"),
+    ("/api/nowhere", "ollama"),
+    ("/second/api/nowhere", "ollama"),
+])
+def test_an_unknown_path_is_a_404_in_its_protocols_shape(path, protocol, proxy_url):
+    response = httpx.post(proxy_url + path, json={}, headers={"authorization": f"Bearer {ACCESS_KEY}"})
+    assert response.status_code == 404
+    assert ERROR_SHAPES[protocol](response.json()), response.text
+
+
+@pytest.mark.parametrize("method,path,protocol,allowed", [
+    ("GET", "/v1/chat/completions", "openai", "POST"),
+    ("PUT", "/v1/messages", "claude", "POST"),
+    ("DELETE", "/v1beta/models/m:generateContent", "gemini", "POST"),
+    ("GET", "/api/chat", "ollama", "POST"),
+    ("POST", "/api/tags", "ollama", "GET"),
+])
+def test_a_wrong_method_is_a_405_in_its_protocols_shape(method, path, protocol, allowed, proxy_url):
+    response = httpx.request(method, proxy_url + path, headers={"authorization": f"Bearer {ACCESS_KEY}"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert ERROR_SHAPES[protocol](response.json()), response.text

@@ -858,6 +858,7 @@ def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 class ClaudeCodec(Codec):
     protocol = "claude"
+    path_roots = ("/v1/messages",)
     routes = (
         Route("POST", r"/v1/messages", "generate"),
         Route("POST", r"/v1/messages/count_tokens", "count_tokens"),
