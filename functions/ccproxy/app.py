@@ -189,7 +189,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             if access and not matches(presented_key(request), access):
                 raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
-            body = await _json_body(request, exchange) if request.method == "POST" else None
+            body = await _json_body(request, exchange, settings.config.limits.request_bytes) if request.method == "POST" else None
             call = Call(
                 codec=codec,
                 route=route,
@@ -242,8 +242,8 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
-    raw = await request.body()
+async def _json_body(request: Request, exchange: Exchange | None = None, cap: int = 32 * 1024 * 1024) -> Any:
+    raw = await _body(request, cap)
     if exchange is not None:
         exchange.client_request.add(raw)
     if not raw:
@@ -254,6 +254,22 @@ async def _json_body(request: Request, exchange: Exchange | None = None) -> Any:
         raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ProxyError(400, "the request body is nested too deeply") from None
+
+
+async def _body(request: Request, cap: int) -> bytes:
+    """The request body, read under its cap: refused as soon as it is known
+    to be larger, before it is held."""
+    too_large = ProxyError(413, f"the request body is larger than {cap} bytes", kind="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_large
+    pieces, total = [], 0
+    async for piece in request.stream():
+        total += len(piece)
+        if total > cap:
+            raise too_large
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _error(codec: Codec, error: ProxyError) -> Response:

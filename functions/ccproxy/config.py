@@ -31,6 +31,10 @@ class Provider(_Strict):
     tool_mode: ToolMode = "native"
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(default=600, gt=0)
+    # This provider's HTTP proxy (else the environment's: HTTP(S)_PROXY, NO_PROXY).
+    proxy: str | None = None
+    # TLS trust: true (the system's CA bundle), false (no check), or the path of a CA bundle.
+    verify: bool | str = True
 
     @field_validator("base_url")
     @classmethod
@@ -38,6 +42,20 @@ class Provider(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// proxy URL")
+        return value
+
+    @field_validator("verify")
+    @classmethod
+    def _ca_bundle(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not os.path.exists(os.path.expanduser(value)):
+            raise ValueError(f"no CA bundle at {value!r} (give true, false or the path of a CA bundle)")
+        return value
 
 
 class Target(_Strict):
@@ -116,6 +134,15 @@ class FetchSettings(_Strict):
         return allow
 
 
+class Limits(_Strict):
+    """What an outsider may make ccproxy hold: a client's request body, an
+    upstream's whole answer (decompressed) and one record of its stream."""
+
+    request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    answer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
 class Config(_Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
@@ -129,6 +156,7 @@ class Config(_Strict):
     deadline: float = Field(default=840, gt=0)
     logs: LogSettings = Field(default_factory=LogSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    limits: Limits = Field(default_factory=Limits)
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

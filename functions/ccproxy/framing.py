@@ -13,6 +13,15 @@ from typing import Any
 from .errors import ProxyError
 from .jsonutil import loads
 
+# The most one record (an SSE event, an NDJSON line) may hold before it ends:
+# a stream without record ends is an upstream fault, not a reason to buffer
+# without limit.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+def _too_long(cap: int) -> ProxyError:
+    return ProxyError(502, f"the upstream sent a stream record over {cap} bytes")
+
 
 @dataclass(slots=True)
 class SSEEvent:
@@ -24,13 +33,18 @@ class SSEDecoder:
     """Server-sent events, per the WHATWG rules the SDKs follow: `event:` and
     `data:` fields, `:` comments, blank line dispatches, CRLF or LF."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_record: int = MAX_RECORD_BYTES) -> None:
         self._buffer = b""
         self._event: str | None = None
         self._data: list[str] = []
+        self._held = 0  # bytes of the event being gathered
+        self.max_record = max_record
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         self._buffer += chunk
+        self._held += len(chunk)
+        if self._held > self.max_record and len(self._buffer) + sum(map(len, self._data)) > self.max_record:
+            raise _too_long(self.max_record)
         if b"\n" not in chunk and b"\r" not in chunk:
             return []
         *lines, self._buffer = self._buffer.split(b"\n")
@@ -59,6 +73,7 @@ class SSEDecoder:
         if self._data or self._event is not None:
             events.append(SSEEvent(self._event, "\n".join(self._data)))
             self._event, self._data = None, []
+        self._held = len(self._buffer)
 
     def _line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
@@ -78,12 +93,15 @@ class SSEDecoder:
 class NDJSONDecoder:
     """One JSON value per line; blank lines are skipped."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_record: int = MAX_RECORD_BYTES) -> None:
         self._buffer = b""
+        self.max_record = max_record
 
     def feed(self, chunk: bytes) -> list[Any]:
         self._buffer += chunk
         if b"\n" not in chunk:
+            if len(self._buffer) > self.max_record:
+                raise _too_long(self.max_record)
             return []
         *lines, self._buffer = self._buffer.split(b"\n")
         return [self._parse(line) for line in lines if line.strip()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from .errors import ProxyError
+from .framing import MAX_RECORD_BYTES
 from .jsonutil import dumpb, loads
 from .protocols.base import Codec, StreamDecoder, StreamEncoder
 from .unified import Request, StreamError, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
@@ -163,12 +164,6 @@ def _convert(
     return b"".join(parts), False
 
 
-# The most one stream record (an SSE event, an NDJSON line) may hold before
-# its end arrives: a stream without record ends is an upstream fault, not a
-# reason to buffer without limit.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
-
-
 class Relay:
     """Same protocol on both sides: the upstream's stream passed on record by
     record, each as soon as it is whole. A record that names the model is
@@ -179,13 +174,14 @@ class Relay:
     States: the buffer holds the start of a record not yet whole; a record
     (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
 
-    def __init__(self, codec: Codec, model: str, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, codec: Codec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES) -> None:
         self.codec = codec
         self.model = model
         self.sse = codec.stream_media_type == "text/event-stream"
         self.separator = b"\n\n" if self.sse else b"\n"
         self.key = f'"{codec.model_key}"'.encode()
         self.secrets = [s.encode() for s in secrets if s]
+        self.max_record = max_record
         self.buffer = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -195,8 +191,8 @@ class Relay:
             keep = buffer.endswith(b"\r")
             buffer = (buffer[:-1] if keep else buffer).replace(b"\r\n", b"\n") + (b"\r" if keep else b"")
         *records, self.buffer = buffer.split(self.separator)
-        if len(self.buffer) > MAX_RECORD_BYTES:
-            raise ProxyError(502, f"the upstream sent a stream record over {MAX_RECORD_BYTES} bytes")
+        if len(self.buffer) > self.max_record:
+            raise ProxyError(502, f"the upstream sent a stream record over {self.max_record} bytes")
         if not records:
             return b""
         separator = self.separator

@@ -22,7 +22,7 @@ from .exchange import Exchange
 from .keys import KeyRing, fingerprint, scrub
 from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, unreadable
 from .protocols import CODECS
-from .protocols.base import ClientContext, Codec, Route
+from .protocols.base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder
 from .protocols.common import estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
@@ -229,7 +229,7 @@ class Proxy:
         answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
 
         if not request.stream:
-            content = await _read(response, deadline)
+            content = await _read(response, deadline, self.config.limits.answer_bytes)
             parsed = _parse_json(content)
             decoded = _upstream_decoded(lambda: upstream.decode_response(parsed))
             if compat:
@@ -249,7 +249,7 @@ class Proxy:
 
         _check_stream_type(response, upstream)
         accumulator = Accumulator()
-        chunks = _iterate(response, deadline)
+        chunks = _iterate(response, deadline, self.config.limits.answer_bytes)
         if exchange is not None:
             chunks = _tee(chunks, exchange.upstream_response.add)
         if passthrough:
@@ -260,7 +260,8 @@ class Proxy:
                 encoder = call.codec.stream_encoder(request)
                 return encoder.feed(StreamError(error)) + encoder.close()
 
-            stream = relay_stream(chunks, Relay(upstream, request.model, secrets), CheckedDecoder(upstream.stream_decoder()),
+            relay = Relay(upstream, request.model, secrets, self.config.limits.record_bytes)
+            stream = relay_stream(chunks, relay, self._stream_decoder(upstream),
                                   accumulator.add, error_event)
         else:
             def observe(event: StreamEvent) -> None:
@@ -270,7 +271,7 @@ class Proxy:
 
             stream = convert_stream(
                 chunks,
-                CheckedDecoder(upstream.stream_decoder()),
+                self._stream_decoder(upstream),
                 call.codec.stream_encoder(request),
                 observe,
                 CompatStream(request.tools) if compat else None,
@@ -283,6 +284,12 @@ class Proxy:
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **answer_headers},
             after=[self._record_usage(call, attempt, latency_ms, lambda: accumulator.response.usage)],
         )
+
+    def _stream_decoder(self, upstream: Codec) -> StreamDecoder:
+        decoder = upstream.stream_decoder()
+        if isinstance(decoder, RecordDecoder):
+            decoder.framing.max_record = self.config.limits.record_bytes
+        return CheckedDecoder(decoder)
 
     async def _send(
         self,
@@ -520,13 +527,13 @@ def _parse_json(content: bytes) -> Any:
         raise ProxyError(502, f"the upstream answered with something that is not JSON: {content[:200]!r}") from None
 
 
-async def _iterate(response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
+async def _iterate(response: httpx.Response, deadline: float, cap: int = MAX_ANSWER_BYTES) -> AsyncIterator[bytes]:
     """The body as it arrives, decompressed under the cap (an upstream asked
     for identity may compress all the same); it ends with the request's
     deadline too."""
     chunks = response.aiter_raw().__aiter__()
     try:
-        body = inflater(response, MAX_ANSWER_BYTES)
+        body = inflater(response, cap)
         while True:
             async with asyncio.timeout_at(deadline):
                 try:

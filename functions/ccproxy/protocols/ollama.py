@@ -537,6 +537,9 @@ class OllamaCodec(Codec):
     def decode_response(self, body: Any) -> Response:
         if not isinstance(body, dict):
             raise ProxyError(502, "the upstream answer is not a JSON object")
+        if body.get("done") is False:
+            # One line of a stream where a whole answer belongs: the rest was lost.
+            raise ProxyError(502, "the upstream's answer ended before it was done")
         message = body.get("message") or {}
         content: list[Any] = []
         thinking = message.get("thinking") or body.get("thinking")
