@@ -8,7 +8,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # Offline and quiet: no telemetry, no region lookup.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam
 
-.PHONY: setup run test lint-template bench agents-e2e clean
+.PHONY: setup run test lint-template bench fuzz agents-e2e clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ lint-template: $(SAM_STAMP)
 
 test: $(STAMP) lint-template
 	$(BIN)/python -m pytest
+
+# The client-input fuzz test at length (make test runs 150 cases a route).
+fuzz: $(STAMP)
+	CCPROXY_FUZZ_CASES=$${CCPROXY_FUZZ_CASES:-3000} $(BIN)/python -m pytest tests/fuzz
 
 # Figures for the README: ccproxy beside LiteLLM's proxy (installed by the
 # script into bench/.venv-litellm). BENCH_ARGS=--quick for a short run.

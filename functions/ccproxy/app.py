@@ -25,7 +25,7 @@ from . import accesslog
 from .config import Config
 from .exchange import Exchange
 from .errors import ProxyError
-from .jsonutil import loads
+from .jsonutil import dumpb, loads
 from .keys import KeyRing, matches, scrub
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
@@ -117,7 +117,8 @@ class RouteTable:
                 methods.setdefault(route.method, codec)
         if methods:
             return next(iter(methods.values())), sorted(methods)
-        roots = [(root, codec) for codec in self._codecs for root in codec.path_roots if path.startswith(root)]
+        roots = [(root, codec) for codec in self._codecs for root in codec.path_roots
+                 if path == root or path.startswith(root + "/")]
         return (max(roots, key=lambda r: len(r[0]))[1] if roots else self._fallback), []
 
     def match(self, method: str, path: str, headers: Any) -> tuple[Route, Codec, dict[str, str]] | None:
@@ -273,8 +274,10 @@ async def _body(request: Request, cap: int) -> bytes:
 
 
 def _error(codec: Codec, error: ProxyError) -> Response:
-    headers = codec.error_headers(error)
-    return JSONResponse(codec.encode_error(error), status_code=error.status, headers=headers)
+    # Written by dumpb: a message that quotes the client's text may hold a
+    # lone surrogate, which it escapes where Starlette's JSON would fail.
+    return Response(dumpb(codec.encode_error(error)), status_code=error.status, headers=codec.error_headers(error),
+                    media_type="application/json")
 
 
 def _access_line(scope: dict, started: float, status: int, protocol: str, alias: str | None, target: str | None):

@@ -212,7 +212,7 @@ class Proxy:
         else:
             left_out = upstream.left_out(request)
             await self._prepare_media(request, attempt)
-            body = upstream.encode_request(rewrite_request(request) if compat else request, model)
+            body = _decoded(lambda: upstream.encode_request(rewrite_request(request) if compat else request, model))
             headers = upstream.upstream_headers(request)
         if exchange is not None:
             exchange.left_out = left_out
@@ -387,7 +387,8 @@ class Proxy:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
         else:
-            body, headers = upstream.encode_count_request(request, model), upstream.upstream_headers(request)
+            body = _decoded(lambda: upstream.encode_count_request(request, model))
+            headers = upstream.upstream_headers(request)
         content = await self._call_once(attempt, path, body, headers)
         if passthrough:
             return Answer(raw=content)
@@ -407,7 +408,8 @@ class Proxy:
                 f"({upstream.protocol}) has no embeddings",
             )
         passthrough = upstream is client and call.route.passthrough
-        body = upstream.passthrough_body(call.body, model) if passthrough else upstream.encode_embed_request(request, model)
+        body = upstream.passthrough_body(call.body, model) if passthrough else _decoded(
+            lambda: upstream.encode_embed_request(request, model))
         content = await self._call_once(attempt, path, body)
         if passthrough:
             return Answer(raw=content)
@@ -431,10 +433,11 @@ T = TypeVar("T")
 
 
 def _decoded(decode: Callable[[], T]) -> T:
-    """The boundary where the client's body meets its codec. Whatever a codec
-    trips over there came from the client, so it is the client's to fix: a
-    400 in its protocol's shape (an SDK retries a 5xx, sending the same bad
-    request again)."""
+    """The boundary where the client's body meets its codec, and where the
+    request it became is written for the upstream. Whatever a codec trips
+    over there came from the client, so it is the client's to fix: a 400 in
+    its protocol's shape (an SDK retries a 5xx, sending the same bad request
+    again)."""
     try:
         return decode()
     except ProxyError:

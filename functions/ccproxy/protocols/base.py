@@ -160,8 +160,9 @@ class Codec(ABC):
     document_urls: ClassVar[bool] = False
     # Whether the upstream cannot fetch image URLs, so the proxy must.
     needs_inline_images: ClassVar[bool] = False
-    # Where this protocol's paths begin: a path under one that no route has is
-    # answered 404 in this protocol's shape (the longest root wins).
+    # Where this protocol's paths begin ("/api": itself and what is below it):
+    # a path there that no route has is answered 404 in this protocol's shape
+    # (the longest root wins).
     path_roots: ClassVar[tuple[str, ...]] = ()
     # The key that names the model in answers and stream records; a stream
     # record without it is passed on as it came.

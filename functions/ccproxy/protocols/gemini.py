@@ -770,7 +770,7 @@ _MODEL = r"(?:v1|v1beta)/models/(?P<model>[^/:]+)"
 
 class GeminiCodec(Codec):
     protocol = "gemini"
-    path_roots = ("/v1beta/",)
+    path_roots = ("/v1beta",)
     routes = (
         Route("POST", rf"/{_MODEL}:generateContent", "generate", stream=False),
         Route("POST", rf"/{_MODEL}:streamGenerateContent", "generate", stream=True),

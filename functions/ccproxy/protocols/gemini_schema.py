@@ -99,7 +99,7 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
         out.setdefault("type", "object")
     if isinstance(node.get("required"), list):
         known = out.get("properties", {})
-        required = [r for r in dict.fromkeys(node["required"]) if r in known]
+        required = [r for r in dict.fromkeys(r for r in node["required"] if isinstance(r, str)) if r in known]
         if required:
             out["required"] = required
     if isinstance(node.get("items"), dict):

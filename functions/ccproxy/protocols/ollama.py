@@ -438,7 +438,7 @@ def _options(request: Request) -> dict[str, Any]:
 class OllamaCodec(Codec):
     protocol = "ollama"
     stream_media_type = "application/x-ndjson"
-    path_roots = ("/api/",)
+    path_roots = ("/api",)
     routes = (
         Route("POST", r"/api/chat", "generate", endpoint="chat"),
         # /api/generate's body is not /api/chat's: converted even for an Ollama upstream.

@@ -580,7 +580,7 @@ def _in_stream_error(error: Any) -> ProxyError:
 
 class OpenAICodec(Codec):
     protocol = "openai"
-    path_roots = ("/v1/",)
+    path_roots = ("/v1",)
     routes = (
         Route("POST", r"/v1/chat/completions", "generate"),
         Route("POST", r"/v1/embeddings", "embed"),
