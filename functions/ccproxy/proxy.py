@@ -230,6 +230,8 @@ class Proxy:
 
         if not request.stream:
             content = await _read(response, deadline, self.config.limits.answer_bytes)
+            if exchange is not None:
+                exchange.upstream_response.add(content)  # kept even when it cannot be read
             parsed = _parse_json(content)
             decoded = _upstream_decoded(lambda: upstream.decode_response(parsed))
             if compat:
@@ -240,7 +242,6 @@ class Proxy:
             else:
                 out = dumpb(call.codec.encode_response(decoded, request))
             if exchange is not None:
-                exchange.upstream_response.add(content)
                 exchange.client_response.add(out)
                 exchange.answered(decoded)
                 exchange.mark_client_first_byte()
