@@ -1,4 +1,4 @@
-"""ccproxy beside LiteLLM's proxy, on one machine, in one run (issue 7).
+"""ccproxy beside LiteLLM's proxy, on one machine, in one run.
 
 `make bench` runs `.venv/bin/python bench/run.py`; `--quick` for a short
 run. Prints a markdown table, each figure the median of repeated runs:
@@ -641,7 +641,7 @@ def report(out: dict[str, Any]) -> str:
                     parts.append(f"{what} @{concurrency} {statistics.median(getattr(cell, which)) * 1000:.2f} ms")
         lines.append(f"- ({case}) {title}: " + ", ".join(parts))
     lines += [f"- note: {note}" for note in out["notes"]]
-    # Targets (issue 7): under 1 ms with one client (32 clients on one
+    # Targets: under 1 ms with one client (32 clients on one
     # server core queue behind each other by design); at least 10 times less
     # than LiteLLM's on every row.
     verdicts, negative = [], False

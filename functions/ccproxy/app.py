@@ -1,4 +1,4 @@
-"""The Starlette app: every route of CONTRACT.md section 4, under every prefix.
+"""The Starlette app: every route (the README's table), under every prefix.
 
 Handlers stay thin: find the route, check the access key, parse the body,
 hand a Call to the Proxy and write its Answer back.
@@ -134,7 +134,7 @@ class RouteTable:
 
 
 def presented_key(request: Request) -> str | None:
-    """CONTRACT.md section 5: any one of four places."""
+    """Any one of four places: each SDK sends its own."""
     headers = request.headers
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":

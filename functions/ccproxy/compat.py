@@ -2,8 +2,7 @@
 
 Some upstream models (small local ones, mostly) have no native function
 calling. In compat mode the proxy describes the tools in the system prompt and
-asks the model to write each call as text in the format of CONTRACT.md
-section 6::
+asks the model to write each call as text, in the format the README gives::
 
     <tool_call name="get_weather">
     <arg name="city">Paris</arg>

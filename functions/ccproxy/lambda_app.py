@@ -2,7 +2,7 @@
 code, keys only from the secret, state in DynamoDB, exchange logs in S3, and
 no open access even without access keys.
 
-Keys come only from the secret (CONTRACT.md section 3). The config may name
+Keys come only from the secret. The config may name
 keys (`keys: [env:OPENAI_API_KEY]`, `access_keys: [...]`) so that the same
 ccproxy.yaml serves locally and on AWS, but here those entries are never
 read: a provider that lists `keys` only says it needs a key, which must then

@@ -85,7 +85,7 @@ class Attempt:
 
 
 def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool:
-    """CONTRACT.md section 4: a group's native or compat wins; under auto, the
+    """A group's native or compat wins; under auto, the
     compat prefix turns it on, else the provider's own tool_mode decides."""
     if group_mode != "auto":
         return group_mode == "compat"

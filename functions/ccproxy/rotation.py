@@ -17,7 +17,7 @@ from .errors import ProxyError
 from .keys import KeyRing, fingerprint
 from .stores.state import Cooldown, StateStore
 
-# How long a key rests after each kind of failure (issue 3): a rate limit for
+# How long a key rests after each kind of failure: a rate limit for
 # what the upstream asked, or a minute; bad credentials for long; a server
 # error or a timeout briefly.
 RATE_LIMIT_DEFAULT = 60.0

@@ -1,4 +1,4 @@
-"""Fake Anthropic Messages upstream (protocols.md section B).
+"""Fake Anthropic Messages upstream.
 
 Usage is reported as 16 fresh + 5 cache-read input tokens so that a proxy
 which forgets that `input_tokens` excludes cached tokens (B.3) reports 16

@@ -1,4 +1,4 @@
-"""Fake Gemini (Generative Language API) upstream (protocols.md section C).
+"""Fake Gemini (Generative Language API) upstream.
 
 Like the real API it accepts both lowerCamelCase and snake_case field names
 (the official SDK sends a mixture), streams `data: ` records separated by

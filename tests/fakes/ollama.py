@@ -1,4 +1,4 @@
-"""Fake Ollama native API upstream (protocols.md section D).
+"""Fake Ollama native API upstream.
 
 The real server silently ignores unknown fields and options; this fake
 reports them as violations instead, because a field Ollama ignores is a

@@ -1,4 +1,4 @@
-"""Fake OpenAI Chat Completions upstream (protocols.md section A).
+"""Fake OpenAI Chat Completions upstream.
 
 Answers like an OpenAI-compatible server that also streams DeepSeek-style
 `reasoning_content` (A.8), since that is the only way Chat Completions

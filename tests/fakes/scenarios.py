@@ -90,7 +90,7 @@ class Turn:
 
 
 # Compat mode: a model without function calling writes its calls as text
-# (CONTRACT.md section 6), which the proxy must turn into native calls.
+# (the README's compat call format), which the proxy must turn into native calls.
 COMPAT_PREAMBLE = "Let me check that for you. 🌤"
 COMPAT_WEATHER = '<tool_call name="get_weather">\n<arg name="city">Paris</arg>\n</tool_call>'
 COMPAT_TIME = '<tool_call name="get_time">\n<arg name="timezone">Europe/Paris</arg>\n</tool_call>'

@@ -20,7 +20,7 @@ UPSTREAM_KEYS = {
     "gemini": "AIza-fake-0123456789",
     "ollama": None,
 }
-# The path each protocol's base_url ends with (CONTRACT.md section 2), under a
+# The path each protocol's base_url ends with (README, Config), under a
 # prefix of its own so the test also shows that base URL paths are kept.
 BASE_PATHS = {"openai": "/prefix/v1", "claude": "/prefix/v1", "gemini": "/prefix/v1beta", "ollama": "/prefix"}
 

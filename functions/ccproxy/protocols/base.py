@@ -193,7 +193,7 @@ class Codec(ABC):
             headers["retry-after"] = str(max(1, round(error.retry_after)))
         if error.status in _PERMANENT or error.code == "provider_key_missing":
             # The OpenAI and Anthropic SDKs retry 5xx and some 4xx by default;
-            # this tells them a retry cannot help (protocols.md E.11).
+            # this tells them a retry cannot help.
             headers["x-should-retry"] = "false"
         return headers
 

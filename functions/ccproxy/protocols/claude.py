@@ -1,4 +1,4 @@
-"""Anthropic Messages (protocols.md section B), both as the client's protocol
+"""Anthropic Messages, both as the client's protocol
 and as an upstream's."""
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ _KIND_BY_TYPE = {
 
 
 def _usage_json(usage: Usage) -> dict[str, Any]:
-    """Anthropic's input_tokens excludes cached tokens (protocols.md E.3)."""
+    """Anthropic's input_tokens excludes cached tokens (cache reads and writes
+    are counted apart), where the unified input_tokens is the whole prompt."""
     cache_read = usage.cache_read_tokens or 0
     cache_write = usage.cache_write_tokens or 0
     return {
@@ -412,7 +413,7 @@ class _EncoderState(enum.Enum):
 
 
 class _EventEncoder(StreamEncoder):
-    """Unified events as Anthropic SSE (protocols.md E.10): blocks numbered
+    """Unified events as Anthropic SSE: blocks numbered
     from 0, each closed before the next opens, usage in message_delta."""
 
     def __init__(self, request: Request) -> None:
@@ -696,7 +697,7 @@ def _genuine_thinking(message: Message) -> bool:
 def _thinking_allowed(request: Request) -> bool:
     """Claude requires the last assistant turn that used tools to start with
     its own signed thinking; history from another vendor cannot, so thinking
-    is turned off for such a request (protocols.md B.2)."""
+    is turned off for such a request (the API refuses it otherwise)."""
     for message in reversed(request.messages):
         if message.role == "assistant":
             if any(isinstance(p, ToolCall) for p in message.content):

@@ -33,7 +33,7 @@ def validate(model: type[M], body: Any, what: str = "request") -> M:
         ) from None
 
 
-# Effort levels <-> token budgets (protocols.md E.8; a design choice).
+# Effort levels <-> token budgets: a design choice, no vendor documents one.
 _BUDGET_BY_EFFORT = {
     "minimal": 1024,
     "low": 1024,

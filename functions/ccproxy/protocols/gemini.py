@@ -1,4 +1,4 @@
-"""Google Gemini generateContent (protocols.md section C), both as the
+"""Google Gemini generateContent, both as the
 client's protocol and as an upstream's."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _snake(name: str) -> str:
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
     """A field under its lowerCamelCase or snake_case name: Google's parser
-    takes both and the official SDK sends a mixture (protocols.md C.2)."""
+    takes both and the official SDK sends a mixture."""
     if not isinstance(obj, dict):
         return default
     if name in obj:
@@ -407,7 +407,7 @@ class _EncoderState(enum.Enum):
 
 
 class _ChunkEncoder(StreamEncoder):
-    """Unified events as Gemini SSE chunks (protocols.md E.10): text at once,
+    """Unified events as Gemini SSE chunks: text at once,
     each function call whole once its arguments are complete, finishReason
     and usage on a last chunk that still carries a part."""
 

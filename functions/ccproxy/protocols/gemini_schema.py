@@ -1,5 +1,6 @@
 """JSON Schema into the OpenAPI subset Gemini accepts in `parameters`
-(protocols.md C.2), and Gemini's schemas back into JSON Schema.
+(the API refuses most of JSON Schema's keywords), and Gemini's schemas back
+into JSON Schema.
 
 Gemini rejects whole requests over one unknown keyword, so the sanitiser is a
 whitelist: what it cannot express is dropped, and constraints worth keeping

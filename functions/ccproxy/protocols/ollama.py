@@ -1,4 +1,4 @@
-"""Ollama's native API (protocols.md section D), both as the client's
+"""Ollama's native API, both as the client's
 protocol and as an upstream's."""
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def _answer(model: str, generate: bool, text: str = "", thinking: str = "",
 
 
 class _LineEncoder(StreamEncoder):
-    """Unified events as Ollama NDJSON (protocols.md E.10): one line per
+    """Unified events as Ollama NDJSON: one line per
     piece, whole tool calls, metrics on the final `done` line."""
 
     def __init__(self, request: Request) -> None:

@@ -1,4 +1,4 @@
-"""OpenAI chat completions (protocols.md section A), both as the client's
+"""OpenAI chat completions, both as the client's
 protocol and as an upstream's."""
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ class _EncoderState(enum.Enum):
 
 
 class _ChunkEncoder(StreamEncoder):
-    """Unified events as chat.completion.chunk records (protocols.md E.10)."""
+    """Unified events as chat.completion.chunk records."""
 
     def __init__(self, request: Request) -> None:
         self.state = _EncoderState.FRESH

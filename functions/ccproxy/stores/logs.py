@@ -1,5 +1,5 @@
 """Where exchange records go: a local directory or an S3 bucket, as gzipped
-single-line JSON under date and hour partitions (CONTRACT.md section 3).
+single-line JSON under date and hour partitions.
 
 Writing happens after the answer is complete; a sink that fails is logged
 and counted, never raised into the request.

@@ -107,7 +107,7 @@ class AwsSecretStore:
 
 
 def secret_store_from_env(config_path: Path | None) -> SecretStore:
-    """CONTRACT.md section 3: CCPROXY_SECRET_ID, else CCPROXY_SECRETS_FILE,
+    """CCPROXY_SECRET_ID, else CCPROXY_SECRETS_FILE,
     else secrets.json beside the config."""
     secret_id = os.environ.get("CCPROXY_SECRET_ID")
     if secret_id:

@@ -4,7 +4,7 @@ Every server process and every Lambda instance must see the same counters and
 cooldowns, or each would start its rotation at the first key and retry keys
 another instance has just seen rate limited. Embedded, the state lives in a
 SQLite file (shared by the processes on one machine); on AWS in one DynamoDB
-table (CONTRACT.md section 3).
+table (as the README's Deploy section says).
 
 Entries are names like "openai#3f2a9c1b" (provider id, then a fingerprint of
 the key): the store never sees a key itself.
@@ -692,7 +692,7 @@ class DynamoStateStore(StateStore):
 
 
 def state_store_from_env(config_dir: Path | None = None) -> StateStore:
-    """CONTRACT.md section 3: CCPROXY_TABLE names a DynamoDB table; else a
+    """CCPROXY_TABLE names a DynamoDB table; else a
     SQLite file at CCPROXY_STATE, else `.ccproxy/state.db` under the current
     directory (not beside the config, which may be read-only or shared).
     `config_dir` is accepted for symmetry with the other stores' factories."""
