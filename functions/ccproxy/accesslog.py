@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote
 
 log = logging.getLogger("ccproxy.access")
@@ -17,7 +17,7 @@ log = logging.getLogger("ccproxy.access")
 SECRET_PARAMS = frozenset({"key", "api_key", "access_token"})
 
 
-def logged_path(scope: dict[str, Any]) -> str:
+def logged_path(scope: Mapping[str, Any]) -> str:
     """The request's path and query, with every key in the query masked."""
     path: str = scope["path"]
     query = scope.get("query_string") or b""
@@ -29,7 +29,7 @@ def logged_path(scope: dict[str, Any]) -> str:
 
 
 def write(
-    scope: dict[str, Any],
+    scope: Mapping[str, Any],
     started: float,
     status: int,
     protocol: str | None = None,

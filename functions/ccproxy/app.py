@@ -13,7 +13,7 @@ import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, MutableMapping
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
@@ -175,12 +175,12 @@ def create_app(settings: Settings) -> Starlette:
         if found is None:
             owner, allowed = table.owner(prefix.path, request.headers)
             if allowed:
-                error = ProxyError(405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
-                                   kind="invalid_request")
+                refusal = ProxyError(405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
+                                     kind="invalid_request")
             else:
-                error = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
-            accesslog.write(scope, started, error.status, owner.protocol, reason=error.message)
-            response = _error(owner, error)
+                refusal = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
+            accesslog.write(scope, started, refusal.status, owner.protocol, reason=refusal.message)
+            response = _error(owner, refusal)
             if allowed:
                 response.headers["allow"] = ", ".join(allowed)
             return response
@@ -210,7 +210,7 @@ def create_app(settings: Settings) -> Starlette:
             response = _error(codec, error)
             if exchange is not None:
                 exchange.failed(error.status, error.message)
-                exchange.client_response.add(response.body)
+                exchange.client_response.add(bytes(response.body))
                 if settings.finish_inside_response:
                     await recorder.writer(exchange)()
                 else:
@@ -280,7 +280,7 @@ def _error(codec: Codec, error: ProxyError) -> Response:
                     media_type="application/json")
 
 
-def _access_line(scope: dict, started: float, status: int, protocol: str, alias: str | None, target: str | None):
+def _access_line(scope: MutableMapping[str, Any], started: float, status: int, protocol: str, alias: str | None, target: str | None):
     """The access log line, written once the answer's last byte is out."""
 
     async def write() -> None:

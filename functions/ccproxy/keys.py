@@ -29,7 +29,7 @@ class KeyRing:
             if key not in keys:
                 keys.append(key)
         if keys:
-            return keys
+            return list(keys)
         if provider.keys:
             missing = ", ".join(ref[4:] for ref in provider.keys if ref.startswith("env:"))
             hint = f"set {missing}" if missing else "add one to the config"

@@ -137,7 +137,7 @@ def coalesce(events: list[StreamEvent]) -> list[StreamEvent]:
 def _joined(delta: StreamEvent, run: list[str]) -> StreamEvent:
     if type(delta) is ToolCallDelta:
         return ToolCallDelta(delta.index, "".join(run))
-    return type(delta)("".join(run))  # type: ignore[call-arg]
+    return type(delta)("".join(run))  # type: ignore[call-arg,arg-type]  # TextDelta or ThinkingDelta
 
 
 def _filtered(events: list[StreamEvent], transform: EventFilter | None) -> list[StreamEvent]:

@@ -122,12 +122,15 @@ class ServerToolUse(_Model):
 Part = Annotated[Union[Text, Image, Document, Thinking, ToolCall, ToolResult, ServerToolUse], Field(discriminator="type")]
 
 
+Role = Literal["user", "assistant", "system"]
+
+
 class Message(_Model):
     """One turn. A `system` turn is an instruction given mid-conversation:
     upstreams that take such turns keep it in place, the others fold it into
     their system prompt in order (protocols.common.fold_system_turns)."""
 
-    role: Literal["user", "assistant", "system"]
+    role: Role
     content: list[Part] = Field(default_factory=list)
 
 
@@ -488,7 +491,7 @@ class Accumulator:
                     content.append(Thinking(text="".join(part.pieces), signature=part.signature,
                                             redacted=part.redacted, origin=part.origin))
                 else:
-                    content.append(part)
+                    content.append(part)  # type: ignore[arg-type]  # ToolCall or ServerToolUse, whole already
             self._built = Response(id=self._id, model=self._model, content=content, stop_reason=self._stop[0],
                                    stop_sequence=self._stop[1], usage=Usage(**self._usage))
         return self._built

@@ -217,18 +217,20 @@ def _image(block: dict[str, Any], where: str) -> Image:
 def _document(block: dict[str, Any], where: str) -> Document:
     source = _source(block, where)
     kind = source.get("type")
-    common = {"title": block.get("title"), "cache": _cache(block)}
+    title = block.get("title") if isinstance(block.get("title"), str) else None
+    cache = _cache(block)
     if kind == "base64":
-        return Document(media_type=str(source.get("media_type") or "application/pdf"), data=str(source.get("data") or ""), **common)
+        return Document(media_type=str(source.get("media_type") or "application/pdf"), data=str(source.get("data") or ""),
+                        title=title, cache=cache)
     if kind == "url":
-        return Document(url=str(source.get("url") or ""), **common)
+        return Document(url=str(source.get("url") or ""), title=title, cache=cache)
     if kind == "text":
-        return Document(media_type="text/plain", text=str(source.get("data") or ""), **common)
+        return Document(media_type="text/plain", text=str(source.get("data") or ""), title=title, cache=cache)
     if kind == "content":
         inner = source.get("content")
         text = inner if isinstance(inner, str) else "\n".join(
             str(b.get("text", "")) for b in inner or [] if isinstance(b, dict) and b.get("type") == "text")
-        return Document(media_type="text/plain", text=text, **common)
+        return Document(media_type="text/plain", text=text, title=title, cache=cache)
     raise ProxyError(400, f"{where}.source.type: give base64, url, text or content", param=f"{where}.source.type")
 
 
@@ -296,9 +298,9 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
             server_uses[use.id] = use
             parts.append(use)
         elif isinstance(kind, str) and kind.endswith("_tool_result") and role == "assistant":
-            use = server_uses.get(str(block.get("tool_use_id")))
-            if use is not None:
-                use.result = _search_results(block)
+            answered = server_uses.get(str(block.get("tool_use_id")))
+            if answered is not None:
+                answered.result = _search_results(block)
         elif kind in ("search_result", "container_upload"):
             raise ProxyError(400, f"{here}: content blocks of type {kind!r} cannot be converted for this model", param=here)
         else:
@@ -440,7 +442,7 @@ class _EventEncoder(StreamEncoder):
         if self.state is not _EncoderState.FRESH:
             return b""
         self.state = _EncoderState.STREAMING
-        message = {
+        message: dict[str, Any] = {
             "id": self.id if self.id and self.id.startswith("msg_") else "msg_" + new_call_id(""),
             "type": "message",
             "role": "assistant",

@@ -25,6 +25,7 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    Role,
     SearchResult,
     ServerTool,
     ServerToolRun,
@@ -48,7 +49,14 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
+from .base import (
+    ClientContext,
+    Codec,
+    RecordDecoder,
+    Route,
+    StreamDecoder,
+    StreamEncoder,
+)
 from .common import (
     call_names,
     document_text,
@@ -178,7 +186,7 @@ def _decode_contents(contents: Any) -> list[Message]:
         role = content.get("role") or "user"
         if role not in ("user", "model", "function", "tool"):
             raise _bad(f"contents[{i}].role: {role!r} is not user or model", f"contents[{i}].role")
-        unified_role = "assistant" if role == "model" else "user"
+        unified_role: Role = "assistant" if role == "model" else "user"
         parts = _decode_parts(content.get("parts") or [], f"contents[{i}]")
         if not parts:
             continue
@@ -270,7 +278,7 @@ def _tool_result(response: dict[str, Any], where: str) -> ToolResult:
         text = body["error"] if isinstance(body["error"], str) else dumps(body["error"])
     else:
         text = dumps(body if body is not None else {})
-    content: list[Any] = [Text(text=text)]
+    content: list[Any] = [Text(text=str(text))]
     for k, inner in enumerate(response.get("parts") or []):
         inline = _get(inner, "inlineData") if isinstance(inner, dict) else None
         if inline:
@@ -637,7 +645,7 @@ def _contents(request: Request) -> list[dict[str, Any]]:
                 if part.origin == "gemini" and part.signature and not part.redacted:
                     signature = part.signature
             elif isinstance(part, ToolCall):
-                call = {"functionCall": {"id": part.id, "name": part.name, "args": part.arguments}}
+                call: dict[str, Any] = {"functionCall": {"id": part.id, "name": part.name, "args": part.arguments}}
                 own = part.signature if part.origin == "gemini" else None
                 chosen = own or signature or (SKIP_SIGNATURE if first_call else None)
                 if chosen:
@@ -701,7 +709,7 @@ def _usable_server_tools(request: Request) -> list[ServerTool]:
 
 def _tools(request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    server = [{_SERVER_TOOL_KEYS[t.kind]: {}} for t in _usable_server_tools(request)]
+    server: list[dict[str, Any]] = [{_SERVER_TOOL_KEYS[t.kind]: {}} for t in _usable_server_tools(request)]
     if server:
         body["tools"] = server
     if not request.tools:

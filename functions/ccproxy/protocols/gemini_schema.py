@@ -136,7 +136,7 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
 def from_gemini(schema: Any) -> Any:
     """Gemini's upper-case OpenAPI types as JSON Schema's lower-case ones."""
     if isinstance(schema, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in schema.items():
             if key == "type" and isinstance(value, str):
                 out[key] = value.lower()

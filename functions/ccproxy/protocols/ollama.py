@@ -22,6 +22,7 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    Role,
     Start,
     StopReason,
     StreamError,
@@ -39,7 +40,14 @@ from ..unified import (
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
+from .base import (
+    ClientContext,
+    Codec,
+    RecordDecoder,
+    Route,
+    StreamDecoder,
+    StreamEncoder,
+)
 from .common import (
     as_text_parts,
     call_names,
@@ -180,6 +188,7 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
             elif message.content:
                 messages.append(Message(role="system", content=[Text(text=message.content)]))
             continue
+        role: Role
         if message.role == "tool":
             content: list[Any] = [Text(text=message.content or "")]
             content += _images(message.images, where)
@@ -205,10 +214,10 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
             messages[-1].content.extend(parts)
         else:
             messages.append(Message(role=role, content=parts))
-    for message in messages:
-        if message.role == "user":
-            message.content.sort(key=lambda p: not isinstance(p, ToolResult))
-            message.content = [p for p in message.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
+    for turn in messages:
+        if turn.role == "user":
+            turn.content.sort(key=lambda p: not isinstance(p, ToolResult))
+            turn.content = [p for p in turn.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
     pair_tool_results(messages)
     return ("\n\n".join(system) or None), messages
 

@@ -27,6 +27,7 @@ from ..unified import (
     Request,
     Response,
     ResponseFormat,
+    Role,
     ServerTool,
     ServerToolUse,
     Start,
@@ -34,6 +35,7 @@ from ..unified import (
     StreamError,
     StreamEvent,
     Text,
+    TextDelta,
     Thinking,
     ThinkingDelta,
     Tool,
@@ -43,19 +45,25 @@ from ..unified import (
     ToolCallStart,
     ToolChoice,
     ToolResult,
-    TextDelta,
     Usage,
     UsageUpdate,
 )
-from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
+from .base import (
+    ClientContext,
+    Codec,
+    RecordDecoder,
+    Route,
+    StreamDecoder,
+    StreamEncoder,
+)
 from .common import (
     budget_to_effort,
     data_url,
     document_text,
-    server_tool_text,
     name_tool_results,
     parse_data_url,
     retry_after,
+    server_tool_text,
     text_of,
     upstream_error_body,
     validate,
@@ -271,7 +279,7 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, CacheMark | No
     system_cache: CacheMark | None = None
     messages: list[Message] = []
 
-    def append(role: str, parts: list[Any]) -> None:
+    def append(role: Role, parts: list[Any]) -> None:
         if not parts:
             return
         if messages and messages[-1].role == role:
@@ -314,11 +322,11 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, CacheMark | No
             cache = next((p.cache for p in reversed(content) if getattr(p, "cache", None)), None)
             append("user", [ToolResult(id=call_id, name=message.name, content=content, cache=cache)])
     # Tool results come first in a user turn (Anthropic requires it).
-    for message in messages:
-        if message.role == "user" and any(isinstance(p, ToolResult) for p in message.content):
-            message.content.sort(key=lambda p: not isinstance(p, ToolResult))
-        if message.role == "assistant":
-            message.content = [p for p in message.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
+    for turn in messages:
+        if turn.role == "user" and any(isinstance(p, ToolResult) for p in turn.content):
+            turn.content.sort(key=lambda p: not isinstance(p, ToolResult))
+        if turn.role == "assistant":
+            turn.content = [p for p in turn.content if not (isinstance(p, Text) and not p.text)] or [Text(text="")]
     name_tool_results(messages)
     return ("\n\n".join(system) or None), system_cache, messages
 
@@ -350,11 +358,14 @@ def _tool(function: dict[str, Any], cache: CacheMark | None = None) -> Tool:
     return Tool(name=function["name"], description=function.get("description"), parameters=parameters, cache=cache)
 
 
+_CHOICE_MODES: dict[str, Literal["auto", "any", "tool", "none"]] = {"auto": "auto", "none": "none", "required": "any"}
+
+
 def _decode_tool_choice(value: str | dict[str, Any] | None) -> ToolChoice | None:
     if value is None:
         return None
     if isinstance(value, str):
-        mode = {"auto": "auto", "none": "none", "required": "any"}.get(value)
+        mode = _CHOICE_MODES.get(value)
         if mode is None:
             raise ProxyError(400, f"tool_choice: {value!r} is not one of auto, none, required", param="tool_choice")
         return ToolChoice(mode=mode)
@@ -571,7 +582,8 @@ def _in_stream_error(error: Any) -> ProxyError:
     if not isinstance(error, dict):
         return ProxyError(502, str(error))
     kind = _KIND_BY_TYPE.get(str(error.get("type")), "internal")
-    status = error.get("code") if isinstance(error.get("code"), int) else status_for_kind(kind)
+    code = error.get("code")
+    status = code if isinstance(code, int) else status_for_kind(kind)
     return ProxyError(status, str(error.get("message") or "upstream error"), code=error.get("code") if isinstance(error.get("code"), str) else None)
 
 
@@ -826,7 +838,7 @@ def _encode_messages(request: Request) -> list[dict[str, Any]]:
 def _user_content(parts: list[Any]) -> str | list[dict[str, Any]]:
     if all(isinstance(p, Text) for p in parts):
         return "".join(p.text for p in parts)
-    content = []
+    content: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, Text) and part.text:
             content.append({"type": "text", "text": part.text})
