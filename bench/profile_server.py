@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import cProfile
 import io
-import json
 import os
 import pstats
 import subprocess
@@ -108,11 +107,10 @@ def baseline_app(kind: str, upstream: str, case: str):
     import json as _json
 
     import httpx
+    from ccproxy.upstream import UpstreamClient, timeout
     from starlette.applications import Starlette
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
-
-    from ccproxy.upstream import UpstreamClient, timeout
 
     canned = _json.dumps({"id": "msg_x", "type": "message", "role": "assistant", "model": "claude-bench",
                           "content": [{"type": "text", "text": "Hello from the fake upstream."}],
@@ -196,7 +194,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import uvicorn
-
     from ccproxy.app import Settings, create_app
     from ccproxy.config import load as load_config
     from ccproxy.stores.secrets import secret_store_from_env

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
@@ -44,7 +43,6 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import httpx  # noqa: E402
-
 import load  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "ccproxy").exists() else ROOT / ".venv" / "bin"
@@ -447,7 +445,7 @@ async def memory(plan: Plan, server: Server, case: str) -> tuple[float, float, i
         peak = 0
         done = asyncio.Event()
 
-        async def sample() -> None:
+        async def sample(done: asyncio.Event = done) -> None:
             nonlocal peak
             while not done.is_set():
                 peak = max(peak, tree_rss_kib(server.process.pid))
@@ -595,8 +593,8 @@ def report(out: dict[str, Any]) -> str:
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
                 row(f"({case}) {title}: added latency, {what}, {who}", ms(mine), ms(theirs), ratio(mine, theirs))
-    for case, title in CASES.items():
-        def rate(target: str) -> str:
+    for case in CASES:
+        def rate(target: str, case: str = case) -> str:
             cell = cells.get((case, True, 32, target))
             if cell is None or not cell.events_per_s or cell.failures:
                 return "—"

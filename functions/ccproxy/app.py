@@ -23,17 +23,17 @@ from starlette.routing import Route as StarletteRoute
 
 from . import accesslog
 from .config import Config
-from .exchange import Exchange
 from .errors import ProxyError
+from .exchange import Exchange
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, matches, scrub
+from .pipeline import LastPiece
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, Route
-from .pipeline import LastPiece
 from .proxy import Answer, Call, Proxy
 from .responses import StreamResponse
-from .stores.secrets import SecretsError, SecretStore
 from .stores.logs import LogSink
+from .stores.secrets import SecretsError, SecretStore
 from .stores.state import StateStore
 
 log = logging.getLogger("ccproxy")

@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     # SUPPRESS: `ccproxy keys --config F push` keeps the F given before `push`.
     push_parser.add_argument("--config", default=argparse.SUPPRESS,
                              help="config file; secrets.json beside it is pushed (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)")
-    push_parser.add_argument("--file", help="the secrets file to push (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)")
+    push_parser.add_argument(
+        "--file", help="the secrets file to push (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)")
     push_parser.add_argument("--secret-id", help="the secret (default: $CCPROXY_SECRET_ID, then the stack's SecretId output)")
     push_parser.add_argument("--stack", default="ccproxy", help="the stack whose SecretId output names the secret (default: ccproxy)")
     push_parser.add_argument("--region", help="AWS region (default: boto3's, e.g. $AWS_REGION)")

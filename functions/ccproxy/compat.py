@@ -48,6 +48,7 @@ from .unified import (
     StreamError,
     StreamEvent,
     Text,
+    TextDelta,
     Thinking,
     Tool,
     ToolCall,
@@ -56,7 +57,6 @@ from .unified import (
     ToolCallStart,
     ToolChoice,
     ToolResult,
-    TextDelta,
 )
 
 __all__ = [

@@ -16,9 +16,11 @@ import httpx
 from pydantic import ValidationError
 
 from . import routing, telemetry
+from .compat import CompatStream, parse_response, rewrite_request
 from .config import Config, Provider, Target
 from .errors import ProxyError
-from .exchange import Exchange
+from .exchange import Capture, Exchange
+from .jsonutil import dumpb, loads
 from .keys import KeyRing, fingerprint, scrub
 from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, unreadable
 from .protocols import CODECS
@@ -26,9 +28,6 @@ from .protocols.base import ClientContext, Codec, RecordDecoder, Route, StreamDe
 from .protocols.common import estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
-from .compat import CompatStream, parse_response, rewrite_request
-from .exchange import Capture
-from .jsonutil import dumpb, loads
 from .unified import Accumulator, Document, Image, Request, StreamError, StreamEvent, ToolResult, Usage
 from .upstream import MAX_ANSWER_BYTES, TooLarge, UnsupportedEncoding, UpstreamClient, inflater, timeout
 

@@ -16,9 +16,9 @@ import asyncio
 import enum
 
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .pipeline import LastPiece
-from starlette.types import Receive, Scope, Send
 
 
 class _Phase(enum.Enum):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ccproxy.keys import fingerprint
+
 from tests.support.server import CCPROXY
 
 SECRETS = {

@@ -11,7 +11,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
 from ccproxy import telemetry
 
 from .conftest import ROOT

@@ -8,9 +8,9 @@ import subprocess
 import time
 
 import yaml
-
 from ccproxy.keys import fingerprint
 from ccproxy.stores.state import SqliteStateStore
+
 from tests.support.server import CCPROXY
 
 

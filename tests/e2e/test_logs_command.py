@@ -9,6 +9,7 @@ import subprocess
 from ccproxy.exchange import Exchange
 from ccproxy.stores.logs import DirectorySink, S3Sink
 from ccproxy.unified import Response, Text, ToolCall, Usage
+
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
 from tests.support.server import CCPROXY
 
@@ -66,8 +67,8 @@ def test_no_sink_configured_says_how_to_configure_one():
 
 
 def test_tail_prints_new_exchanges(tmp_path):
-    from io import StringIO
     import threading
+    from io import StringIO
 
     from ccproxy import logview
 

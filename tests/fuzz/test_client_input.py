@@ -40,11 +40,11 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
+
 from tests.fakes import FakeUpstream
 from tests.integration.conftest import PROTOCOLS, UPSTREAM_KEYS, proxy_config
 from tests.support.server import BackgroundServer

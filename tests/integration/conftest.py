@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
+
 from tests.fakes import UPSTREAM_MODELS, FakeUpstream
 from tests.support.server import BackgroundServer
 

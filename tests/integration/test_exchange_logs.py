@@ -10,8 +10,8 @@ import time
 import anthropic
 import openai
 import pytest
-
 from ccproxy.stores.logs import DirectorySink, S3Sink
+
 from tests.fakes import scenarios
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
 

@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trustme
+from ccproxy.errors import ProxyError
+from ccproxy.fetch import FetchPolicy, fetch_media
+from ccproxy.upstream import UpstreamClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ccproxy.errors import ProxyError
-from ccproxy.fetch import FetchPolicy, fetch_media
-from ccproxy.upstream import UpstreamClient
 from tests.support.server import serving
 
 PNG = bytes.fromhex(

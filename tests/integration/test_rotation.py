@@ -12,17 +12,16 @@ import httpx
 import openai
 import pytest
 import yaml
-
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
+
 from tests.fakes import FakeUpstream, scenarios
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
 from tests.support.server import BackgroundServer, start_ccproxy
 
 from .drivers import ACCESS_KEY, QUESTION
-
 
 
 @pytest.fixture(scope="module")

@@ -312,13 +312,13 @@ def test_a_claude_code_style_request(proxy_url, upstreams, upstream):
 
 
 def test_an_upstream_that_echoes_its_key_does_not_leak_it():
+    from ccproxy.app import Settings, create_app
+    from ccproxy.config import parse
+    from ccproxy.stores.secrets import NoSecrets
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
-    from ccproxy.app import Settings, create_app
-    from ccproxy.config import parse
-    from ccproxy.stores.secrets import NoSecrets
     from tests.support.server import serving
 
     key = "sk-echoed-key-0123456789"

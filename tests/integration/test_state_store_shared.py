@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ccproxy.stores.state import DynamoStateStore, SqliteStateStore, StateStore, state_store_from_env
+
 from tests.support.aws import MotoServer, moto_server  # noqa: F401  (the fixture)
 from tests.unit.test_state_store import StateStoreContract
 

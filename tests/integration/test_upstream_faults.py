@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
+
 from tests.support.server import BackgroundServer
 
 from .drivers import ACCESS_KEY

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
 from ccproxy.errors import ProxyError
@@ -12,6 +11,7 @@ from ccproxy.framing import NDJSONDecoder, SSEDecoder
 from ccproxy.pipeline import Relay
 from ccproxy.protocols import CODECS
 from ccproxy.stores.secrets import NoSecrets
+
 from tests.support.server import serving
 
 

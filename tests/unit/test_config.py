@@ -1,8 +1,7 @@
 import pytest
-
 from ccproxy.config import ConfigError, load, parse, resolve_secret
-from ccproxy.routing import resolve, split_group
 from ccproxy.errors import ProxyError
+from ccproxy.routing import resolve, split_group
 
 GOOD = {
     "providers": {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from ccproxy.errors import ProxyError
 from ccproxy.fetch import FetchPolicy, fetch_media, forbidden, refusal
 

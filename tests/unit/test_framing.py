@@ -1,5 +1,4 @@
 import pytest
-
 from ccproxy.errors import ProxyError
 from ccproxy.framing import NDJSONDecoder, SSEDecoder
 

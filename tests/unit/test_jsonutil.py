@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from ccproxy.jsonutil import dumpb, dumps, loads, loads_object
 
 

@@ -1,6 +1,5 @@
 import pytest
-
-from ccproxy.app import split_prefix, presented_key
+from ccproxy.app import split_prefix
 from ccproxy.config import parse
 from ccproxy.keys import KeyRing, fingerprint
 from ccproxy.stores.secrets import FileSecretStore, NoSecrets
@@ -34,9 +33,10 @@ CONFIG = {
 
 
 def test_provider_keys_merge_config_and_secrets(tmp_path, monkeypatch):
-    from ccproxy.errors import ProxyError
     import json
+
     import pytest
+    from ccproxy.errors import ProxyError
 
     secrets_file = tmp_path / "secrets.json"
     secrets_file.write_text(json.dumps({"providers": {"a": ["from-secret"]}, "access_keys": ["ccp-1"]}))

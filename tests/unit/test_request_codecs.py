@@ -4,7 +4,6 @@ mistakes turn into."""
 from __future__ import annotations
 
 import pytest
-
 from ccproxy.errors import ProxyError
 from ccproxy.protocols import CODECS
 from ccproxy.protocols.base import ClientContext

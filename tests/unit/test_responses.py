@@ -2,9 +2,8 @@
 
 import asyncio
 
-from starlette.background import BackgroundTask
-
 from ccproxy.responses import StreamResponse
+from starlette.background import BackgroundTask
 
 
 def drive(body, disconnect_after_end: bool):

@@ -6,7 +6,6 @@ import asyncio
 from collections import Counter
 
 import pytest
-
 from ccproxy.config import parse
 from ccproxy.errors import ProxyError
 from ccproxy.keys import KeyRing

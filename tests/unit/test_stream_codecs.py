@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from ccproxy.errors import ProxyError
 from ccproxy.pipeline import _convert
 from ccproxy.protocols import CODECS

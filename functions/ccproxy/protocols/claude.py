@@ -853,7 +853,8 @@ def _server_tool(tool: ServerTool) -> dict[str, Any]:
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("type") == "object":
         return schema
-    return {"type": "object", "properties": schema.get("properties", {}), **{k: v for k, v in schema.items() if k not in ("type", "properties")}}
+    rest = {k: v for k, v in schema.items() if k not in ("type", "properties")}
+    return {"type": "object", "properties": schema.get("properties", {}), **rest}
 
 
 # ---------------------------------------------------------------- the codec

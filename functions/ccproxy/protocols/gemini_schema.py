@@ -143,7 +143,8 @@ def from_gemini(schema: Any) -> Any:
             elif key in ("properties",) and isinstance(value, dict):
                 out[key] = {name: from_gemini(sub) for name, sub in value.items()}
             else:
-                out[key] = from_gemini(value) if isinstance(value, (dict, list)) and key not in ("enum", "required", "example", "default") else value
+                nested = isinstance(value, (dict, list)) and key not in ("enum", "required", "example", "default")
+                out[key] = from_gemini(value) if nested else value
         if out.pop("nullable", False) and isinstance(out.get("type"), str):
             out["type"] = [out["type"], "null"]
         return out

@@ -584,7 +584,7 @@ def _in_stream_error(error: Any) -> ProxyError:
     kind = _KIND_BY_TYPE.get(str(error.get("type")), "internal")
     code = error.get("code")
     status = code if isinstance(code, int) else status_for_kind(kind)
-    return ProxyError(status, str(error.get("message") or "upstream error"), code=error.get("code") if isinstance(error.get("code"), str) else None)
+    return ProxyError(status, str(error.get("message") or "upstream error"), code=code if isinstance(code, str) else None)
 
 
 # ---------------------------------------------------------------- the codec
@@ -710,7 +710,8 @@ class OpenAICodec(Codec):
             body["response_format"] = {"type": "json_schema", "json_schema": spec}
         reasoning = request.reasoning
         if reasoning is not None and reasoning.enabled:
-            body["reasoning_effort"] = reasoning.effort if reasoning.effort and reasoning.effort != "none" else budget_to_effort(reasoning.budget_tokens)
+            effort = reasoning.effort if reasoning.effort and reasoning.effort != "none" else None
+            body["reasoning_effort"] = effort or budget_to_effort(reasoning.budget_tokens)
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
