@@ -8,7 +8,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # Offline and quiet: no telemetry, no region lookup.
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam
 
-.PHONY: setup run test lint-template bench fuzz agents-e2e clean
+.PHONY: setup run test lint lint-template bench fuzz agents-e2e clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ run: $(STAMP)
 lint-template: $(SAM_STAMP)
 	$(SAM) validate --lint --template template.yaml
 
-test: $(STAMP) lint-template
+# ruff (style, errors, import order, likely bugs) and mypy, then the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check functions tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) lint-template lint
 	$(BIN)/python -m pytest
 
 # The client-input fuzz test at length (make test runs 150 cases a route).

@@ -1,7 +1,7 @@
 """The load client: httpx (async, keep-alive), N closed-loop clients.
 
-httpx's requests go over ccproxy's FastTransport rather than httpx's default
-stack: the client shares a core with the fake upstream, and the default
+httpx's requests go over ccproxy's upstream transport (aiohttp's pool)
+rather than httpx's default stack: the client shares a core with the fake upstream, and the default
 stack's cost per streamed chunk made the client, not the servers, the
 bottleneck of the 32-client direct runs (so a proxy that passed on fewer,
 larger chunks measured faster than no proxy at all). The same client calls
@@ -47,9 +47,9 @@ class Job:
 
 
 def client(concurrency: int) -> httpx.AsyncClient:
-    from ccproxy.transport import FastTransport
+    from ccproxy.aiohttp_transport import AiohttpTransport
 
-    transport = FastTransport(max_idle_per_origin=concurrency, keepalive_expiry=120)
+    transport = AiohttpTransport(limit_per_host=concurrency, keepalive_expiry=120)
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120.0))
 
 

@@ -248,7 +248,7 @@ async def _get(http: UpstreamClient, url: httpx.URL, policy: FetchPolicy, what: 
 
 async def _read(response: httpx.Response, policy: FetchPolicy, what: str, url: str) -> bytes:
     """The body, counted as it arrives: past the cap it stops, having held at
-    most the cap and one read (about 1 MiB with FastTransport)."""
+    most the cap and one read (about 1 MiB)."""
     too_large = ProxyError(400, f"cannot fetch {what} {_shown(url)}: it is larger than {policy.max_bytes} bytes")
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):

@@ -313,7 +313,7 @@ class Proxy:
         seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
         try:
             async with asyncio.timeout_at(deadline):
-                return await self.http.send("POST", url, timeout(seconds), content, headers)
+                return await self.http.send("POST", url, timeout(seconds), content, headers, attempt.provider)
         except (httpx.TimeoutException, TimeoutError):
             raise ProxyError(504, f"provider {attempt.provider_id!r} did not answer in time", kind="timeout") from None
         except httpx.HTTPError as exc:

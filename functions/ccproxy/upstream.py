@@ -3,34 +3,52 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
+import weakref
 import zlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import httpx
 
 from . import __version__
-from .transport import FastTransport
+
+if TYPE_CHECKING:
+    from .aiohttp_transport import AiohttpTransport
 
 USER_AGENT = f"ccproxy/{__version__}"
-MAX_CACHED_URLS = 1024
+
+__all__ = ["UpstreamClient", "timeout"]
 
 
 class UpstreamClient:
-    """Sends httpx requests over one connection pool per event loop (Mangum
-    may run each invocation on a new loop; connections cannot cross loops).
+    """Sends httpx requests over aiohttp's connection pool, one session per
+    event loop (Mangum may run each invocation on a new loop; connections
+    cannot cross loops). aclose() closes them all.
 
-    The pool is ccproxy's FastTransport, called directly: what httpx's
-    client adds on top (redirects, auth flows, a cookie jar shared by every
-    key, default headers) ccproxy does not want on the hot path. When the
-    environment names an HTTP proxy, requests go through an httpx client
-    instead, which honours it (and NO_PROXY)."""
+    The transport is called directly, without an httpx.Request built first
+    (the response's `request` is built if asked for): what httpx's client
+    adds on top (redirects, auth flows, a cookie jar shared by every key,
+    default headers) ccproxy does not want on the hot path. Proxies named
+    by the environment (and NO_PROXY) are read once, here; a provider's
+    own `proxy` overrides them, and its `verify` chooses the TLS trust."""
 
-    def __init__(self) -> None:
-        self._pools: dict[int, FastTransport | httpx.AsyncClient] = {}
-        # Parsed once: httpx's URL parser is about half the cost of a Request.
-        self._urls: dict[str, httpx.URL] = {}
-        self._proxied = any(scheme in urllib.request.getproxies() for scheme in ("http", "https", "all"))
+    def __init__(
+        self,
+        limit: int | None = None,
+        limit_per_host: int | None = None,
+        keepalive_expiry: float | None = None,
+    ) -> None:
+        self._limits = (limit, limit_per_host, keepalive_expiry)
+        # Sessions by the loop they belong to. A WeakKeyDictionary would not
+        # let a loop go: its own session refers to it. Sessions of closed
+        # loops are dropped when another loop first sends, and by aclose().
+        self._pools: dict[asyncio.AbstractEventLoop, AiohttpTransport] = {}
+        # aiohttp is imported on the first request, not with the app: it is
+        # a fifth of what a cold start would import.
+        self._proxies: Any = None
+        self._options_of: Any = None
+        # Never closed (Mangum runs without a lifespan): its sessions are
+        # dropped with it, or at exit, rather than complained about.
+        weakref.finalize(self, _abandon, self._pools)
 
     async def send(
         self,
@@ -39,40 +57,54 @@ class UpstreamClient:
         timeout: httpx.Timeout,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        provider: Any = None,
     ) -> httpx.Response:
-        """The response as soon as its head arrives; read or close it."""
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= MAX_CACHED_URLS:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        request = httpx.Request(
-            method, parsed, content=content, headers={"user-agent": USER_AGENT, **(headers or {})},
-            extensions={"timeout": timeout.as_dict()},
-        )
-        pool = self._pool()
-        if isinstance(pool, httpx.AsyncClient):
-            return await pool.send(request, stream=True)
-        response = await pool.handle_async_request(request)
-        response.request = request
-        return response
+        """The response as soon as its head arrives; read or close it.
+        `provider`: a config.Provider or UpstreamOptions (its `verify` and
+        `proxy`), or None for the defaults."""
+        merged = {"user-agent": USER_AGENT, **headers} if headers else {"user-agent": USER_AGENT}
+        pool = self._pools.get(asyncio.get_running_loop()) or self._new_pool()
+        return await pool.send(method, url, list(merged.items()), content, timeout.as_dict(), self._options_of(provider))
 
-    def _pool(self) -> FastTransport | httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        pool = self._pools.get(loop_id)
-        if pool is None:
-            if self._proxied:
-                limits = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=60)
-                pool = httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=True, limits=limits)
-            else:
-                pool = FastTransport()
-            self._pools = {loop_id: pool}
+    def _new_pool(self) -> AiohttpTransport:
+        from . import aiohttp_transport as transport
+
+        loop = asyncio.get_running_loop()
+        for other in [other for other in self._pools if other.is_closed()]:
+            self._pools.pop(other).abandon()
+        if self._proxies is None:
+            self._proxies = transport.environment_proxies()
+            self._options_of = transport.options_of
+        limit, limit_per_host, keepalive = self._limits
+        pool = self._pools[loop] = transport.AiohttpTransport(
+            limit=limit or transport.LIMIT, limit_per_host=limit_per_host or transport.LIMIT_PER_HOST,
+            keepalive_expiry=keepalive or transport.KEEPALIVE, proxies=self._proxies,
+        )
         return pool
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
-            await pool.aclose()
+        """Closes every loop's session: this loop's with its connections'
+        goodbyes, a live loop's on that loop, a closed loop's at once."""
+        pools = dict(self._pools)
         self._pools.clear()
+        current = asyncio.get_running_loop()
+        for loop, pool in pools.items():
+            if loop is current:
+                await pool.aclose()
+            elif not loop.is_closed() and loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(future), 5)
+                except Exception:  # that loop is busy or stopping: let it go
+                    pass
+            else:
+                pool.abandon()
+
+
+def _abandon(pools: dict[asyncio.AbstractEventLoop, AiohttpTransport]) -> None:
+    for pool in pools.values():
+        pool.abandon()
+    pools.clear()
 
 
 def timeout(seconds: float) -> httpx.Timeout:

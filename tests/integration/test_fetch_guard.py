@@ -318,7 +318,7 @@ def test_an_endless_body_is_cut_off_at_the_cap(server):
     http = CountingClient()
     message = refused(server.url + "/endless", FetchPolicy(max_bytes=cap, allow=("127.0.0.1",)), http)
     assert f"larger than {cap} bytes" in message
-    # Stopped within a read of the cap (FastTransport hands over about 1 MiB at most).
+    # Stopped within a read of the cap (one read of the transport is about 1 MiB at most).
     assert cap < http.received <= cap + 2 * 1024 * 1024
     assert server.served.produced < 64 * 1024 * 1024
     # The connection was dropped, not left open: the server notices and stops.

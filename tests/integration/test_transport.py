@@ -1,19 +1,20 @@
-"""FastTransport against a scripted raw HTTP/1.1 server on loopback: framing,
-keep-alive and its races, timeouts, broken answers, TLS and flow control."""
+"""The upstream transport (httpx's interface over aiohttp's pool) against a
+scripted raw HTTP/1.1 server on loopback: framing, keep-alive and its races,
+timeouts, broken answers, TLS and flow control."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 import ssl
+import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 import trustme
-
-from ccproxy.transport import FastTransport
+from ccproxy.aiohttp_transport import AiohttpTransport, UpstreamOptions
 from ccproxy.upstream import UpstreamClient, timeout
 
 
@@ -92,9 +93,19 @@ async def ok(request: Received, writer: asyncio.StreamWriter) -> bool:
     return True
 
 
-async def post(transport: FastTransport, url: str, body: bytes = b"hi", read: float = 5.0) -> httpx.Response:
+async def post(transport: AiohttpTransport, url: str, body: bytes = b"hi", read: float = 5.0) -> httpx.Response:
     request = httpx.Request("POST", url, content=body, extensions={"timeout": {"connect": 5.0, "read": read, "write": 5.0}})
     return await transport.handle_async_request(request)
+
+
+@contextlib.asynccontextmanager
+async def pool(**options) -> AsyncIterator[AiohttpTransport]:
+    """A transport that ignores the environment's proxies, closed after use."""
+    transport = AiohttpTransport(trust_env=False, **options)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
 
 
 def run(coroutine):
@@ -106,8 +117,7 @@ def twice(handler: Handler) -> tuple[bytes, bytes, int]:
     connections the server saw."""
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             first = await (await post(transport, server.url())).aread()
             second = await (await post(transport, server.url())).aread()
             return first, second, server.connections
@@ -117,13 +127,11 @@ def twice(handler: Handler) -> tuple[bytes, bytes, int]:
 
 def test_content_length_answers_reuse_one_connection():
     async def scenario():
-        async with RawServer(ok) as server:
-            transport = FastTransport()
+        async with RawServer(ok) as server, pool() as transport:
             for i in range(3):
                 response = await post(transport, server.url(), b"n%d" % i)
                 assert response.status_code == 200
                 assert await response.aread() == b'{"echo":"n%d"}' % i
-            await transport.aclose()
             return server
 
     server = run(scenario())
@@ -133,6 +141,26 @@ def test_content_length_answers_reuse_one_connection():
     assert (first.method, first.target, first.body) == ("POST", "/v1/chat/completions", b"n0")
     assert first.headers["host"] == f"127.0.0.1:{server.port}"
     assert first.headers["content-length"] == "2"
+    # Nothing the request did not ask for: no cookies, no default accept or encoding, no content-type.
+    assert set(first.headers) == {"host", "content-length"}
+
+
+def test_headers_go_out_as_given_and_the_host_header_is_honoured():
+    async def scenario():
+        async with RawServer(ok) as server, pool() as transport:
+            request = httpx.Request(
+                "GET", server.url("/a?b=c%20d"),
+                headers={"Host": "files.example:8080", "X-Custom-Case": "v", "accept-encoding": "identity"},
+                extensions={"timeout": {"connect": 5.0, "read": 5.0}},
+            )
+            await (await transport.handle_async_request(request)).aread()
+            return server.received[0]
+
+    seen = run(scenario())
+    assert seen.target == "/a?b=c%20d"
+    assert seen.headers["host"] == "files.example:8080"
+    assert seen.headers["x-custom-case"] == "v"
+    assert seen.headers["accept-encoding"] == "identity"
 
 
 def test_chunked_stream_arrives_whole_and_in_order():
@@ -143,14 +171,12 @@ def test_chunked_stream_arrives_whole_and_in_order():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             response = await post(transport, server.url())
             assert response.headers["content-type"] == "text/event-stream"
             body = b"".join([chunk async for chunk in response.aiter_raw()])
             again = await post(transport, server.url())
             await again.aread()
-            await transport.aclose()
             return body, server.connections
 
     body, connections = run(scenario())
@@ -181,8 +207,7 @@ def test_idle_connection_closed_by_the_upstream_is_replaced():
         return False  # closes right after answering, although the answer allowed keep-alive
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             await (await post(transport, server.url())).aread()
             await asyncio.sleep(0.05)  # the close reaches the idle connection
             response = await post(transport, server.url())
@@ -199,8 +224,7 @@ def test_reused_connection_that_closes_without_answering_is_retried_once():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             await (await post(transport, server.url(), b"one")).aread()
             response = await post(transport, server.url(), b"two")
             return await response.aread(), [(r.connection, r.body) for r in server.received]
@@ -210,14 +234,53 @@ def test_reused_connection_that_closes_without_answering_is_retried_once():
     assert seen == [(0, b"one"), (0, b"two"), (1, b"two")]
 
 
+def test_a_reused_connection_is_retried_once_only():
+    async def handler(request, writer):
+        if request.body == b"two":
+            return False  # every connection closes on it
+        writer.write(answer(request.body))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            await (await post(transport, server.url(), b"one")).aread()
+            with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+                await post(transport, server.url(), b"two")
+            return [(r.connection, r.body) for r in server.received]
+
+    assert run(scenario()) == [(0, b"one"), (0, b"two"), (1, b"two")]
+
+
+def test_a_streamed_body_is_never_sent_twice():
+    async def handler(request, writer):
+        if request.connection == 0 and request.body != b"one":
+            return False
+        writer.write(answer(request.body))
+        return True
+
+    async def pieces():
+        yield b"str"
+        yield b"eamed"
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            await (await post(transport, server.url(), b"one")).aread()
+            request = httpx.Request("POST", server.url(), content=pieces())
+            with pytest.raises(httpx.RemoteProtocolError):
+                await transport.handle_async_request(request)
+            return [(r.connection, r.body) for r in server.received]
+
+    assert run(scenario()) == [(0, b"one"), (0, b"streamed")]
+
+
 def test_fresh_connection_that_closes_without_answering_fails():
     async def handler(request, writer):
         return False
 
     async def scenario():
-        async with RawServer(handler) as server:
+        async with RawServer(handler) as server, pool() as transport:
             with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
-                await post(FastTransport(), server.url())
+                await post(transport, server.url())
             return server.connections
 
     assert run(scenario()) == 1  # not retried: a new connection was not stale
@@ -230,8 +293,8 @@ def test_connection_lost_mid_body_raises_for_the_reader():
         return False
 
     async def scenario():
-        async with RawServer(handler) as server:
-            response = await post(FastTransport(), server.url())
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url())
             got = []
             with pytest.raises(httpx.RemoteProtocolError, match="mid-answer"):
                 async for chunk in response.aiter_raw():
@@ -239,6 +302,21 @@ def test_connection_lost_mid_body_raises_for_the_reader():
             return got
 
     assert run(scenario()) == [b"hello"]
+
+
+def test_content_length_answer_cut_short_raises_for_the_reader():
+    async def handler(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
+        await writer.drain()
+        return False
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url())
+            with pytest.raises(httpx.RemoteProtocolError, match="mid-answer"):
+                await response.aread()
+
+    run(scenario())
 
 
 def test_read_timeouts_before_the_head_and_between_chunks():
@@ -252,11 +330,11 @@ def test_read_timeouts_before_the_head_and_between_chunks():
         return False
 
     async def scenario():
-        async with RawServer(silent) as server:
+        async with RawServer(silent) as server, pool() as transport:
             with pytest.raises(httpx.ReadTimeout):
-                await post(FastTransport(), server.url(), read=0.2)
-        async with RawServer(stalls) as server:
-            response = await post(FastTransport(), server.url(), read=0.2)
+                await post(transport, server.url(), read=0.2)
+        async with RawServer(stalls) as server, pool() as transport:
+            response = await post(transport, server.url(), read=0.2)
             with pytest.raises(httpx.ReadTimeout):
                 async for chunk in response.aiter_raw():
                     assert chunk == b"ok"
@@ -264,12 +342,67 @@ def test_read_timeouts_before_the_head_and_between_chunks():
     run(scenario())
 
 
+def test_the_read_timeout_is_per_read_not_for_the_whole_answer():
+    async def slow(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            await asyncio.sleep(0.1)
+            writer.write(b"1\r\nx\r\n")
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    async def scenario():
+        async with RawServer(slow) as server, pool() as transport:
+            response = await post(transport, server.url(), read=0.3)  # the whole answer takes 0.6 s
+            return await response.aread()
+
+    assert run(scenario()) == b"x" * 6
+
+
+def test_a_connect_timeout_is_an_httpx_connect_timeout():
+    import socket
+
+    # A listener whose accept queue is full and never drained: Linux drops
+    # further SYNs, so a connect to it hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+
+    async def scenario():
+        async with pool() as transport:
+            request = httpx.Request("GET", f"http://127.0.0.1:{port}/",
+                                    extensions={"timeout": {"connect": 0.3, "read": 5.0, "pool": 5.0}})
+            with pytest.raises(httpx.ConnectTimeout):
+                await transport.handle_async_request(request)
+
+    try:
+        run(scenario())
+    finally:
+        for sock in fillers + [listener]:
+            sock.close()
+
+
 def test_nobody_listening_is_a_connect_error():
     async def scenario():
         async with RawServer(ok) as server:
             url = server.url()
-        with pytest.raises(httpx.ConnectError):
-            await post(FastTransport(), url)
+        async with pool() as transport:
+            with pytest.raises(httpx.ConnectError):
+                await post(transport, url)
+        client = UpstreamClient()
+        try:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await client.send("POST", url, timeout(5), b"x")
+            assert str(caught.value.request.url) == url  # built for the error, as httpx's own would carry it
+        finally:
+            await client.aclose()
 
     run(scenario())
 
@@ -280,9 +413,9 @@ def test_malformed_answer_is_a_protocol_error():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
+        async with RawServer(handler) as server, pool() as transport:
             with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
-                await post(FastTransport(), server.url())
+                await post(transport, server.url())
 
     run(scenario())
 
@@ -293,28 +426,84 @@ def test_interim_100_continue_is_skipped():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            response = await post(FastTransport(), server.url())
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url())
             return response.status_code, await response.aread()
 
     assert run(scenario()) == (200, b"final")
 
 
-def test_error_status_and_headers_come_through():
+def test_a_101_answer_does_not_crash_and_its_connection_is_not_reused():
     async def handler(request, writer):
-        writer.write(answer(b'{"error":"slow down"}', "429 Too Many Requests", b"retry-after: 7\r\n"))
+        if request.connection == 0:
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+            await writer.drain()
+            return False
+        writer.write(answer(b"after"))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url())
+            status = response.status_code
+            await response.aread()
+            again = await post(transport, server.url())
+            return status, again.status_code, await again.aread(), server.connections
+
+    assert run(scenario()) == (101, 200, b"after", 2)
+
+
+def test_head_answers_do_not_hang():
+    async def handler(request, writer):
+        # A HEAD answer names the length the GET would have, and has no body.
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n")
         return True
 
     async def scenario():
         async with RawServer(handler) as server:
-            response = await post(FastTransport(), server.url())
-            return response.status_code, response.reason_phrase, response.headers["retry-after"], await response.aread()
+            client = UpstreamClient()
+            try:
+                first = await client.send("HEAD", server.url(), timeout(5))
+                second = await client.send("HEAD", server.url(), timeout(5))
+                return (first.status_code, first.headers["content-length"], await first.aread(), await second.aread(),
+                        server.connections)
+            finally:
+                await client.aclose()
 
-    assert run(scenario()) == (429, "Too Many Requests", "7", b'{"error":"slow down"}')
+    assert run(scenario()) == (200, "1000", b"", b"", 1)
+
+
+def test_204_and_304_answers_have_no_body():
+    async def handler(request, writer):
+        status = b"204 No Content" if request.connection == 0 and len(request.body) == 1 else b"304 Not Modified"
+        writer.write(b"HTTP/1.1 %s\r\n\r\n" % status)
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            first = await post(transport, server.url(), b"1")
+            second = await post(transport, server.url(), b"22")
+            return first.status_code, await first.aread(), second.status_code, await second.aread(), server.connections
+
+    assert run(scenario()) == (204, b"", 304, b"", 1)
+
+
+def test_error_status_and_headers_come_through():
+    async def handler(request, writer):
+        writer.write(answer(b'{"error":"slow down"}', "429 Too Many Requests", b"retry-after: 7\r\nx-b: 1\r\nx-b: 2\r\n"))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url())
+            return (response.status_code, response.reason_phrase, response.headers["retry-after"],
+                    response.headers.get_list("x-b"), await response.aread())
+
+    assert run(scenario()) == (429, "Too Many Requests", "7", ["1", "2"], b'{"error":"slow down"}')
 
 
 def test_large_bodies_both_ways_with_flow_control():
-    big = bytes(range(256)) * (6 * 4096)  # 6 MiB, above the reader's high-water mark
+    big = bytes(range(256)) * (6 * 4096)  # 6 MiB, above the reader's buffer
 
     async def handler(request, writer):
         writer.write(answer(request.body))
@@ -322,8 +511,7 @@ def test_large_bodies_both_ways_with_flow_control():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             response = await post(transport, server.url(), big)
             received = bytearray()
             async for chunk in response.aiter_raw():
@@ -342,9 +530,9 @@ def test_streamed_request_body_goes_out_chunked():
             yield piece
 
     async def scenario():
-        async with RawServer(ok) as server:
+        async with RawServer(ok) as server, pool() as transport:
             request = httpx.Request("POST", server.url(), content=pieces())
-            response = await FastTransport().handle_async_request(request)
+            response = await transport.handle_async_request(request)
             return await response.aread(), server.received[0].headers["transfer-encoding"]
 
     assert run(scenario()) == (b'{"echo":"abcdef"}', "chunked")
@@ -352,18 +540,37 @@ def test_streamed_request_body_goes_out_chunked():
 
 def test_closing_an_unread_answer_drops_its_connection():
     async def handler(request, writer):
-        writer.write(chunked(b"x" * 100))
+        whole = chunked(b"x" * 100, b"y" * 100)
+        writer.write(whole[:-20])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the answer is not complete when the reader gives up on it
+        writer.write(whole[-20:])
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             response = await post(transport, server.url())
             await response.aclose()
-            await (await post(transport, server.url())).aread()
-            return server.connections
+            again = await (await post(transport, server.url())).aread()
+            return again, server.connections
 
-    assert run(scenario()) == 2
+    assert run(scenario()) == (b"x" * 100 + b"y" * 100, 2)
+
+
+def test_closing_an_unread_answer_that_had_arrived_whole_keeps_its_connection():
+    async def handler(request, writer):
+        writer.write(chunked(request.body * 100))
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            response = await post(transport, server.url(), b"a")
+            await asyncio.sleep(0.05)  # all of it arrives
+            await response.aclose()
+            again = await (await post(transport, server.url(), b"b")).aread()
+            return again, server.connections
+
+    assert run(scenario()) == (b"b" * 100, 1)
 
 
 def test_cancelled_request_closes_its_connection():
@@ -375,39 +582,186 @@ def test_cancelled_request_closes_its_connection():
         return True
 
     async def scenario():
-        async with RawServer(handler) as server:
-            transport = FastTransport()
+        async with RawServer(handler) as server, pool() as transport:
             task = asyncio.create_task(post(transport, server.url()))
             await asyncio.sleep(0.1)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             response = await post(transport, server.url())
+            await response.aread()
             return response.status_code, server.connections
 
     assert run(scenario()) == (200, 2)
 
 
-def test_https_with_a_trusted_certificate():
-    authority = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
-
-    def client_tls() -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        authority.configure_trust(context)
-        return context
+def test_concurrent_requests_to_one_upstream_open_at_most_limit_per_host_connections():
+    async def handler(request, writer):
+        await asyncio.sleep(0.01)
+        writer.write(answer(request.body))
+        return True
 
     async def scenario():
-        async with RawServer(ok, tls=server_tls) as server:
-            trusted = FastTransport(ssl_context=client_tls)
-            response = await post(trusted, server.url(), b"secure")
-            body = await response.aread()
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await post(FastTransport(), server.url())  # the system's trust does not know this authority
+        async with RawServer(handler) as server, pool(limit_per_host=64) as transport:
+            async def one(i: int) -> bytes:
+                request = httpx.Request("POST", server.url(), content=b"%d" % i,
+                                        extensions={"timeout": {"connect": 5.0, "read": 10.0, "pool": 15.0}})
+                return await (await transport.handle_async_request(request)).aread()
+
+            bodies = await asyncio.gather(*(one(i) for i in range(500)))
+            return bodies, server.connections
+
+    bodies, connections = run(scenario())
+    assert bodies == [b"%d" % i for i in range(500)]
+    assert connections <= 64
+
+
+def test_waiting_for_a_connection_is_bounded_by_the_pool_timeout():
+    async def handler(request, writer):
+        await asyncio.sleep(1)
+        writer.write(answer())
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool(limit_per_host=1) as transport:
+            first = asyncio.create_task(post(transport, server.url()))
+            await asyncio.sleep(0.05)
+            request = httpx.Request("POST", server.url(), content=b"x",
+                                    extensions={"timeout": {"connect": 0.1, "read": 5.0, "pool": 0.1}})
+            with pytest.raises(httpx.ConnectTimeout):
+                await transport.handle_async_request(request)
+            await (await first).aread()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- TLS
+
+
+@dataclass
+class Authority:
+    ca: trustme.CA
+    server: ssl.SSLContext
+    bundle: str  # the CA certificate's file, PEM
+
+
+@pytest.fixture
+def authority(tmp_path) -> Authority:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_tls)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return Authority(ca, server_tls, str(bundle))
+
+
+def test_https_with_a_trusted_certificate(authority):
+    async def scenario():
+        async with RawServer(ok, tls=authority.server) as server:
+            async with pool(verify=authority.bundle) as trusted:
+                response = await post(trusted, server.url(), b"secure")
+                body = await response.aread()
+            async with pool() as default:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await post(default, server.url())  # the system's trust does not know this authority
             return body
 
     assert run(scenario()) == b'{"echo":"secure"}'
+
+
+def test_verify_per_provider_false_or_a_ca_bundle(authority):
+    from ccproxy.config import Provider
+
+    async def scenario():
+        async with RawServer(ok, tls=authority.server) as server:
+            client = UpstreamClient()
+            try:
+                bodies = []
+                for options in (
+                    UpstreamOptions(verify=False),
+                    UpstreamOptions(verify=authority.bundle),
+                    Provider(protocol="openai", base_url=server.url(""), verify=authority.bundle),
+                    Provider(protocol="openai", base_url=server.url(""), verify=False),
+                ):
+                    response = await client.send("POST", server.url(), timeout(5), b"p", provider=options)
+                    bodies.append(await response.aread())
+                for options in (None, Provider(protocol="openai", base_url=server.url(""))):
+                    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                        await client.send("POST", server.url(), timeout(5), b"p", provider=options)
+                return bodies
+            finally:
+                await client.aclose()
+
+    assert run(scenario()) == [b'{"echo":"p"}'] * 4
+
+
+def test_a_ca_bundle_that_cannot_be_read_is_a_connect_error(tmp_path):
+    async def scenario():
+        client = UpstreamClient()
+        try:
+            with pytest.raises(httpx.ConnectError, match="CA bundle"):
+                await client.send("GET", "https://127.0.0.1:9/", timeout(5), provider=UpstreamOptions(verify=str(tmp_path / "none.pem")))
+        finally:
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_config_checks_verify_and_proxy(tmp_path):
+    from ccproxy.config import ConfigError, parse
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    base = {"protocol": "openai", "base_url": "https://api.example"}
+    config = parse({"providers": {"p": {**base, "verify": str(bundle), "proxy": "http://127.0.0.1:3128"}}}, "c")
+    assert (config.providers["p"].verify, config.providers["p"].proxy) == (str(bundle), "http://127.0.0.1:3128")
+    assert parse({"providers": {"p": {**base, "verify": False}}}, "c").providers["p"].verify is False
+    defaults = parse({"providers": {"p": base}}, "c").providers["p"]
+    assert (defaults.verify, defaults.proxy) == (True, None)
+    with pytest.raises(ConfigError, match="providers.p.verify: no CA bundle"):
+        parse({"providers": {"p": {**base, "verify": str(tmp_path / "missing.pem")}}}, "c")
+    with pytest.raises(ConfigError, match="providers.p.proxy"):
+        parse({"providers": {"p": {**base, "proxy": "socks5://127.0.0.1:1080"}}}, "c")
+
+
+def _uvloop_runner():
+    uvloop = pytest.importorskip("uvloop")
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_tls_close_without_close_notify_after_a_complete_answer(authority, loop, framing):
+    """The upstream drops the TCP connection right after a complete answer,
+    without TLS's close_notify: the answer is whole, so it is returned."""
+    body = b'{"answer":"' + b"y" * 5000 + b'"}'
+
+    async def handler(request, writer):
+        writer.write(answer(body) if framing == "content-length" else chunked(body[:100], body[100:]))
+        await writer.drain()
+        writer.transport.abort()  # no TLS shutdown, no close_notify
+        return False
+
+    async def scenario():
+        async with RawServer(handler, tls=authority.server) as server:
+            client = UpstreamClient()
+            try:
+                got = []
+                for _ in range(2):
+                    response = await client.send("POST", server.url(), timeout(5), b"x",
+                                                 provider=UpstreamOptions(verify=authority.bundle))
+                    got.append((response.status_code, await response.aread()))
+                    await asyncio.sleep(0.1)
+                return got
+            finally:
+                await client.aclose()
+
+    runner = asyncio.Runner() if loop == "asyncio" else _uvloop_runner()
+    with runner:
+        assert runner.run(asyncio.wait_for(scenario(), 20)) == [(200, body), (200, body)]
+
+
+# ---------------------------------------------------------------- UpstreamClient
 
 
 def test_upstream_client_sends_a_user_agent_and_sets_the_request():
@@ -425,11 +779,26 @@ def test_upstream_client_sends_a_user_agent_and_sets_the_request():
     assert headers["content-type"] == "application/json"
 
 
+def test_the_transport_serves_an_httpx_client_as_the_bench_uses_it():
+    async def scenario():
+        async with RawServer(ok) as server:
+            async with httpx.AsyncClient(transport=AiohttpTransport(limit_per_host=1, keepalive_expiry=120)) as http:
+                bodies = [(await http.post(server.url(), content=b"b%d" % i)).content for i in range(2)]
+            return bodies, server.connections
+
+    assert run(scenario()) == ([b'{"echo":"b0"}', b'{"echo":"b1"}'], 1)
+
+
+def _no_proxy_environment(monkeypatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_upstream_client_honours_a_proxy_from_the_environment(monkeypatch):
+    _no_proxy_environment(monkeypatch)
+
     async def scenario(proxy_port):
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
         client = UpstreamClient()
         response = await client.send("POST", "http://upstream.invalid/v1/x", timeout(5), b"via proxy")
         body = await response.aread()
@@ -444,6 +813,145 @@ def test_upstream_client_honours_a_proxy_from_the_environment(monkeypatch):
     body, seen = run(outer())
     assert body == b'{"echo":"via proxy"}'
     assert seen.target == "http://upstream.invalid/v1/x"  # a proxy gets the absolute URL
+    assert seen.headers["host"] == "upstream.invalid"
+
+
+def test_no_proxy_sends_a_host_directly(monkeypatch):
+    _no_proxy_environment(monkeypatch)
+
+    async def scenario():
+        async with RawServer(ok) as proxy, RawServer(ok) as upstream:
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+            monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+            client = UpstreamClient()
+            try:
+                response = await client.send("POST", upstream.url(), timeout(5), b"direct")
+                return await response.aread(), len(proxy.received), len(upstream.received)
+            finally:
+                await client.aclose()
+
+    assert run(scenario()) == (b'{"echo":"direct"}', 0, 1)
+
+
+def test_a_providers_proxy_overrides_the_environment(monkeypatch):
+    from ccproxy.config import Provider
+
+    _no_proxy_environment(monkeypatch)
+
+    async def scenario():
+        async with RawServer(ok) as environment_proxy, RawServer(ok) as provider_proxy:
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{environment_proxy.port}")
+            client = UpstreamClient()
+            try:
+                provider = Provider(protocol="openai", base_url="http://upstream.invalid",
+                                    proxy=f"http://user:secret@127.0.0.1:{provider_proxy.port}")
+                response = await client.send("POST", "http://upstream.invalid/v1/x", timeout(5), b"p", provider=provider)
+                return await response.aread(), len(environment_proxy.received), provider_proxy.received[0]
+            finally:
+                await client.aclose()
+
+    body, environment_seen, seen = run(scenario())
+    assert (body, environment_seen) == (b'{"echo":"p"}', 0)
+    assert seen.target == "http://upstream.invalid/v1/x"
+    assert seen.headers["proxy-authorization"] == "Basic dXNlcjpzZWNyZXQ="  # user:secret
+
+
+def test_https_through_a_providers_proxy_tunnels_and_verifies(authority, monkeypatch):
+    """CONNECT through the proxy, then TLS with the provider's CA bundle,
+    end to end: the proxy sees only the tunnel."""
+    _no_proxy_environment(monkeypatch)
+    tunnels: list[str] = []
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        method, target, _ = head.split("\r\n")[0].split(" ")
+        tunnels.append(f"{method} {target}")
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(source, sink):
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def scenario():
+        async with RawServer(ok, tls=authority.server) as upstream:
+            proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+            proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+            client = UpstreamClient()
+            try:
+                options = UpstreamOptions(verify=authority.bundle, proxy=proxy_url)
+                response = await client.send("POST", upstream.url(), timeout(5), b"tunnelled", provider=options)
+                body = await response.aread()
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await client.send("POST", upstream.url(), timeout(5), b"x", provider=UpstreamOptions(proxy=proxy_url))
+                return body
+            finally:
+                await client.aclose()
+                proxy.close()
+
+    assert run(scenario()) == b'{"echo":"tunnelled"}'
+    assert tunnels[0].startswith("CONNECT 127.0.0.1:")
+
+
+def _unclosed_reports(scenario) -> list[str]:
+    """Runs `scenario` and collects aiohttp's complaints about sessions or
+    connectors never closed (ResourceWarnings and the loop's exception
+    handler both)."""
+    import gc
+    import warnings
+
+    reports: list[str] = []
+
+    async def watched():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reports.append(context["message"]))
+        await scenario()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(watched())
+        gc.collect()
+    reports += [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    return [r for r in reports if "nclosed" in r]
+
+
+def test_aclose_closes_the_session():
+    async def scenario():
+        async with RawServer(ok) as server:
+            client = UpstreamClient()
+            await (await client.send("POST", server.url(), timeout(5), b"x")).aread()
+            session = client._pools[asyncio.get_running_loop()]._session
+            assert not session.closed
+            await client.aclose()
+            assert session.closed and not client._pools
+
+    assert _unclosed_reports(scenario) == []
+
+
+def test_a_closed_loops_session_is_dropped_when_another_loop_sends():
+    client = UpstreamClient()
+
+    async def send():
+        async with RawServer(ok) as server:
+            await (await client.send("POST", server.url(), timeout(5), b"x")).aread()
+            return asyncio.get_running_loop()
+
+    async def then_close():
+        await send()
+        assert len(client._pools) == 1  # the first loop's, closed, is gone
+        await client.aclose()
+
+    first = run(send())
+    assert first.is_closed() and list(client._pools) == [first]
+    assert _unclosed_reports(then_close) == []
 
 
 def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
@@ -465,9 +973,9 @@ def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
             response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
             got = b"".join([chunk async for chunk in _iterate(response, time.monotonic() + 5)])
             await client.aclose()
-            return got
+            return got, server.received[0].headers["accept-encoding"]
 
-    assert run(scenario()) == events
+    assert run(scenario()) == (events, "identity")
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
@@ -501,6 +1009,7 @@ def test_a_compression_bomb_is_refused_while_it_is_read(streamed):
                     return total
                 return len(await _read(response, time.monotonic() + 5, cap=8 * 1024 * 1024))
             finally:
+                await response.aclose()  # as proxy.py's _closing does
                 await client.aclose()
 
     with pytest.raises(ProxyError) as caught:
@@ -521,8 +1030,9 @@ def test_an_answer_sent_before_the_whole_body_was_read_is_returned():
         server = await asyncio.start_server(refuse_early, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            response = await post(FastTransport(), f"http://127.0.0.1:{port}/v1/x", big)
-            return response.status_code, await response.aread()
+            async with pool() as transport:
+                response = await post(transport, f"http://127.0.0.1:{port}/v1/x", big)
+                return response.status_code, await response.aread()
         finally:
             server.close()
 
@@ -535,3 +1045,22 @@ def test_bytes_after_a_complete_answer_are_not_taken_for_it_and_end_the_connecti
         return True
 
     assert twice(handler) == (b"ok", b"ok", 2)
+
+
+def test_an_answer_nobody_asked_for_on_an_idle_connection_is_not_taken_for_the_next():
+    async def handler(request, writer):
+        writer.write(answer(request.body))
+        await writer.drain()
+        if request.body == b"one":
+            await asyncio.sleep(0.05)
+            writer.write(answer(b"nobody asked for this"))  # while the connection is idle
+        return True
+
+    async def scenario():
+        async with RawServer(handler) as server, pool() as transport:
+            first = await (await post(transport, server.url(), b"one")).aread()
+            await asyncio.sleep(0.2)
+            second = await (await post(transport, server.url(), b"two")).aread()
+            return first, second
+
+    assert run(scenario()) == (b"one", b"two")
