@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Literal, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .scenarios import PARTIAL_TURN, Scenario, Turn
@@ -196,10 +196,11 @@ class Dialect(ABC):
             return {"retry-after": str(extra.get("retry_after", 7))}
         return {}
 
-    def error(self, status: int, kind: ErrorKind, message: str, **extra: Any) -> JSONResponse:
-        return JSONResponse(
-            self.error_body(status, kind, message, **extra), status_code=status, headers=self.error_headers(kind, **extra)
-        )
+    def error(self, status: int, kind: ErrorKind, message: str, **extra: Any) -> Response:
+        # ASCII-escaped, as the real APIs quote a client's lone surrogate back
+        # without failing on it.
+        body = json.dumps(self.error_body(status, kind, message, **extra), ensure_ascii=True)
+        return Response(body, status_code=status, headers=self.error_headers(kind, **extra), media_type="application/json")
 
 
 class FakeUpstream:
