@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote
 
 log = logging.getLogger("ccproxy.access")
 
-# Query parameters that carry a key (CONTRACT: `?key=`), never logged.
+# Query parameters that carry a key (clients may send `?key=`), never logged.
 SECRET_PARAMS = frozenset({"key", "api_key", "access_token"})
 
 

@@ -243,7 +243,7 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-async def _json_body(request: Request, exchange: Exchange | None = None, cap: int = 32 * 1024 * 1024) -> Any:
+async def _json_body(request: Request, exchange: Exchange | None, cap: int) -> Any:
     raw = await _body(request, cap)
     if exchange is not None:
         exchange.client_request.add(raw)

@@ -8,7 +8,7 @@ what a codec's own state machine must hold.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Protocol, Sequence
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence, TypeVar
 
 from .errors import ProxyError
 from .framing import MAX_RECORD_BYTES
@@ -32,10 +32,18 @@ def convert_response(upstream: Codec, client: Codec, body: Any, request: Request
 # What a codec's decoder raises when an answer is not of the shape it reads
 # (a JSON array where an object belongs, "error": null): the upstream's fault.
 UNREADABLE = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError)
+T = TypeVar("T")
 
 
-def unreadable(exc: BaseException) -> ProxyError:
-    return ProxyError(502, f"the upstream's answer could not be read ({type(exc).__name__}: {exc})"[:500])
+def upstream_decoded(decode: Callable[[], T]) -> T:
+    """The boundary where an upstream's answer meets its codec: an answer of
+    a shape the codec cannot read is the upstream's fault, a 502."""
+    try:
+        return decode()
+    except ProxyError:
+        raise
+    except UNREADABLE as exc:
+        raise ProxyError(502, f"the upstream's answer could not be read ({type(exc).__name__}: {exc})"[:500]) from None
 
 
 class CheckedDecoder(StreamDecoder):
@@ -47,20 +55,10 @@ class CheckedDecoder(StreamDecoder):
         self.decoder = decoder
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
-        try:
-            return self.decoder.feed(chunk)
-        except ProxyError:
-            raise
-        except UNREADABLE as exc:
-            raise unreadable(exc) from None
+        return upstream_decoded(lambda: self.decoder.feed(chunk))
 
     def close(self) -> list[StreamEvent]:
-        try:
-            return self.decoder.close()
-        except ProxyError:
-            raise
-        except UNREADABLE as exc:
-            raise unreadable(exc) from None
+        return upstream_decoded(self.decoder.close)
 
 
 class EventFilter(Protocol):

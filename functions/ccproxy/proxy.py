@@ -22,7 +22,7 @@ from .errors import ProxyError
 from .exchange import Capture, Exchange
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, fingerprint, scrub
-from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, unreadable
+from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, upstream_decoded
 from .protocols import CODECS
 from .protocols.base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder
 from .protocols.common import estimate_tokens, request_text
@@ -232,7 +232,7 @@ class Proxy:
             if exchange is not None:
                 exchange.upstream_response.add(content)  # kept even when it cannot be read
             parsed = _parse_json(content)
-            decoded = _upstream_decoded(lambda: upstream.decode_response(parsed))
+            decoded = upstream_decoded(lambda: upstream.decode_response(parsed))
             if compat:
                 decoded = parse_response(decoded, request.tools)
             if passthrough:
@@ -297,8 +297,8 @@ class Proxy:
         url: str,
         body: Any,
         extra_headers: Mapping[str, str] | None,
-        exchange: Exchange | None = None,
-        deadline: float | None = None,
+        exchange: Exchange | None,
+        deadline: float,
     ) -> httpx.Response:
         headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra_headers or {})}
         headers.update(attempt.codec.auth_headers(attempt.key))
@@ -307,7 +307,6 @@ class Proxy:
         if exchange is not None:
             exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
             exchange.upstream_request.add(content)
-        deadline = deadline if deadline is not None else time.monotonic() + self.config.deadline
         # Each attempt has what is left of the request's deadline, at most its
         # provider's own timeout.
         seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
@@ -322,8 +321,8 @@ class Proxy:
             ) from None
 
     async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool,
-                              deadline: float | None = None) -> Answer:
-        content = await _read(response, deadline)
+                              deadline: float) -> Answer:
+        content = await _read(response, deadline, self.config.limits.answer_bytes)
         error = _error_of(attempt.codec, response, content)
         error.status = response.status_code
         if retryable(error):
@@ -393,7 +392,7 @@ class Proxy:
         if passthrough:
             return Answer(raw=content)
         parsed = _parse_json(content)
-        return Answer(json=client.encode_count_response(_upstream_decoded(lambda: upstream.decode_count_response(parsed))))
+        return Answer(json=client.encode_count_response(upstream_decoded(lambda: upstream.decode_count_response(parsed))))
 
     async def embed(self, call: Call) -> Answer:
         client = call.codec
@@ -414,7 +413,7 @@ class Proxy:
         if passthrough:
             return Answer(raw=content)
         parsed = _parse_json(content)
-        embedded = _upstream_decoded(lambda: upstream.decode_embed_response(parsed))
+        embedded = upstream_decoded(lambda: upstream.decode_embed_response(parsed))
         return Answer(json=client.encode_embed_response(embedded, request))
 
     def _first_target(self, call: Call, model: str) -> Attempt:
@@ -423,7 +422,7 @@ class Proxy:
     async def _call_once(self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
         deadline = time.monotonic() + self.config.deadline
         response = await self._send(attempt, attempt.provider.base_url + path, body, headers, None, deadline)
-        content = await _read(response, deadline)
+        content = await _read(response, deadline, self.config.limits.answer_bytes)
         if response.status_code >= 400:
             raise _error_of(attempt.codec, response, content)
         return content
@@ -451,17 +450,6 @@ def _decoded(decode: Callable[[], T]) -> T:
         raise ProxyError(400, f"invalid request: the field {exc} is missing", kind="invalid_request") from None
     except (TypeError, AttributeError, IndexError, ValueError) as exc:
         raise ProxyError(400, f"invalid request: a field has the wrong type or value ({exc})", kind="invalid_request") from None
-
-
-def _upstream_decoded(decode: Callable[[], T]) -> T:
-    """The boundary where an upstream's answer meets its codec: an answer of
-    a shape the codec cannot read is the upstream's fault, a 502."""
-    try:
-        return decode()
-    except ProxyError:
-        raise
-    except UNREADABLE as exc:
-        raise unreadable(exc) from None
 
 
 def _error_of(upstream: Codec, response: httpx.Response, content: bytes) -> ProxyError:
@@ -504,12 +492,12 @@ def _media(request: Request) -> list[Image | Document]:
     return found
 
 
-async def _read(response: httpx.Response, deadline: float | None = None, cap: int = MAX_ANSWER_BYTES) -> bytes:
+async def _read(response: httpx.Response, deadline: float, cap: int = MAX_ANSWER_BYTES) -> bytes:
     """The whole body, decompressed under its cap, within the deadline."""
     pieces: list[bytes] = []
     try:
         body = inflater(response, cap)
-        async with asyncio.timeout_at(deadline if deadline is not None else time.monotonic() + 3600):
+        async with asyncio.timeout_at(deadline):
             async for chunk in response.aiter_raw():
                 pieces.extend(body.feed(chunk))
     except (httpx.TimeoutException, TimeoutError):

@@ -242,19 +242,6 @@ def fold_system_turns(request: Any) -> Any:
     return request.model_copy(update={"system": "\n\n".join(system) or None, "messages": messages})
 
 
-def split_leading_system(turns: list[tuple[str, list[Any]]]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
-    """System texts that open a conversation (they form its system prompt),
-    and the turns after them, where a system turn stays a turn of its own."""
-    leading: list[str] = []
-    i = 0
-    while i < len(turns) and turns[i][0] == "system":
-        text = text_of(turns[i][1])
-        if text:
-            leading.append(text)
-        i += 1
-    return leading, turns[i:]
-
-
 def server_tool_text(use: Any) -> str:
     """A server tool's use from history, in words, for an upstream that did
     not run it: what was asked and what came back."""
