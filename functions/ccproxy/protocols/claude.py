@@ -50,7 +50,16 @@ from ..unified import (
     UsageUpdate,
 )
 from .base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder, StreamEncoder
-from .common import effort_to_budget, fold_system_turns, name_tool_results, retry_after, server_tool_text, upstream_error_body, validate
+from .common import (
+    cache_mark,
+    effort_to_budget,
+    fold_system_turns,
+    name_tool_results,
+    retry_after,
+    server_tool_text,
+    upstream_error_body,
+    validate,
+)
 
 log = logging.getLogger("ccproxy")
 
@@ -193,11 +202,6 @@ def _system(system: str | list[dict[str, Any]] | None) -> tuple[str | None, Cach
     return "\n\n".join(str(b.get("text", "")) for b in texts) or None, (marked[-1] if marked else None)
 
 
-def _cache(block: dict[str, Any]) -> CacheMark | None:
-    mark = block.get("cache_control")
-    return mark if isinstance(mark, dict) else None
-
-
 def _source(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
     if not isinstance(source, dict):
@@ -208,9 +212,9 @@ def _source(block: dict[str, Any], where: str) -> dict[str, Any]:
 def _image(block: dict[str, Any], where: str) -> Image:
     source = _source(block, where)
     if source.get("type") == "base64":
-        return Image(media_type=source.get("media_type"), data=source.get("data"), cache=_cache(block))
+        return Image(media_type=source.get("media_type"), data=source.get("data"), cache=cache_mark(block))
     if source.get("type") == "url":
-        return Image(url=source.get("url"), cache=_cache(block))
+        return Image(url=source.get("url"), cache=cache_mark(block))
     raise ProxyError(400, f"{where}.source.type: give base64 or url", param=f"{where}.source")
 
 
@@ -218,7 +222,7 @@ def _document(block: dict[str, Any], where: str) -> Document:
     source = _source(block, where)
     kind = source.get("type")
     title = block.get("title") if isinstance(block.get("title"), str) else None
-    cache = _cache(block)
+    cache = cache_mark(block)
     if kind == "base64":
         return Document(media_type=str(source.get("media_type") or "application/pdf"), data=str(source.get("data") or ""),
                         title=title, cache=cache)
@@ -261,7 +265,7 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
         if role == "system" and kind != "text":
             raise ProxyError(400, f"{here}.type: a system turn holds text blocks only", param=here)
         if kind == "text":
-            parts.append(Text(text=str(block.get("text", "")), cache=_cache(block)))
+            parts.append(Text(text=str(block.get("text", "")), cache=cache_mark(block)))
         elif kind == "image":
             parts.append(_image(block, here))
         elif kind == "document":
@@ -279,7 +283,7 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
                     id=block["tool_use_id"],
                     content=[p for p in result_parts if isinstance(p, (Text, Image, Document))],
                     is_error=bool(block.get("is_error")),
-                    cache=_cache(block),
+                    cache=cache_mark(block),
                 )
             )
         elif kind == "thinking":
@@ -331,7 +335,7 @@ def _decode_tools(tools: list[dict[str, Any]] | None) -> tuple[list[Tool], list[
         if schema is not None and not isinstance(schema, dict):
             raise ProxyError(400, f"tools.{i}.input_schema: give a JSON Schema object", param=f"tools.{i}.input_schema")
         out.append(Tool(name=tool["name"], description=tool.get("description"),
-                        parameters=schema or {"type": "object", "properties": {}}, cache=_cache(tool)))
+                        parameters=schema or {"type": "object", "properties": {}}, cache=cache_mark(tool)))
     return out, server
 
 

@@ -242,6 +242,13 @@ def fold_system_turns(request: Any) -> Any:
     return request.model_copy(update={"system": "\n\n".join(system) or None, "messages": messages})
 
 
+def cache_mark(part: dict[str, Any]) -> dict[str, Any] | None:
+    """The cache breakpoint a wire block or part carries: Anthropic's
+    cache_control, which OpenRouter and LiteLLM also take on OpenAI parts."""
+    mark = part.get("cache_control")
+    return mark if isinstance(mark, dict) else None
+
+
 def server_tool_text(use: Any) -> str:
     """A server tool's use from history, in words, for an upstream that did
     not run it: what was asked and what came back."""

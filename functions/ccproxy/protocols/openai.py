@@ -58,6 +58,7 @@ from .base import (
 )
 from .common import (
     budget_to_effort,
+    cache_mark,
     data_url,
     document_text,
     name_tool_results,
@@ -212,13 +213,6 @@ def _usage_from(body: Any) -> Usage:
 # ---------------------------------------------------------------- client request decoding
 
 
-def _cache(part: dict[str, Any]) -> CacheMark | None:
-    """A cache breakpoint on a content part, as OpenRouter and LiteLLM take
-    Anthropic's cache_control in OpenAI requests."""
-    mark = part.get("cache_control")
-    return mark if isinstance(mark, dict) else None
-
-
 def _file(part: dict[str, Any], where: str) -> Document:
     spec = part.get("file")
     data = spec.get("file_data") if isinstance(spec, dict) else None
@@ -235,8 +229,8 @@ def _file(part: dict[str, Any], where: str) -> Document:
             text = base64.b64decode(payload).decode("utf-8")
         except ValueError:
             raise ProxyError(400, f"{where}.file.file_data: not base64 UTF-8 text", param=f"{where}.file") from None
-        return Document(media_type="text/plain", text=text, title=filename, cache=_cache(part))
-    return Document(media_type=media_type, data=payload, title=filename, cache=_cache(part))
+        return Document(media_type="text/plain", text=text, title=filename, cache=cache_mark(part))
+    return Document(media_type=media_type, data=payload, title=filename, cache=cache_mark(part))
 
 
 def _user_parts(content: str | list[dict[str, Any]] | None, where: str) -> list[Any]:
@@ -250,13 +244,13 @@ def _user_parts(content: str | list[dict[str, Any]] | None, where: str) -> list[
             raise ProxyError(400, f"{where}.content.{i}: a content part must be an object", param=f"{where}.content")
         kind = part.get("type")
         if kind == "text":
-            parts.append(Text(text=str(part.get("text", "")), cache=_cache(part)))
+            parts.append(Text(text=str(part.get("text", "")), cache=cache_mark(part)))
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
             if not isinstance(url, str) or not url:
                 raise ProxyError(400, f"{where}.content.{i}.image_url.url: give the image's URL or data: URL", param=f"{where}.content")
             image = parse_data_url(url)
-            image.cache = _cache(part)
+            image.cache = cache_mark(part)
             parts.append(image)
         elif kind == "file":
             parts.append(_file(part, f"{where}.content.{i}"))
@@ -345,7 +339,7 @@ def _decode_tools(body: _ChatRequest) -> list[Tool]:
         function = entry["function"]
         if not isinstance(function.get("name"), str):
             raise ProxyError(400, f"tools.{i}.function.name: a tool needs a name", param=f"tools.{i}.function.name")
-        tools.append(_tool(function, _cache(entry)))
+        tools.append(_tool(function, cache_mark(entry)))
     for function in body.functions or []:
         tools.append(_tool(function))
     return tools
