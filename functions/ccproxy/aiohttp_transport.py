@@ -41,7 +41,7 @@ import ssl
 import urllib.request
 import warnings
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Coroutine, Mapping
 
 import aiohttp
 import httpx
@@ -192,6 +192,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._tls: dict[bool | str, ssl.SSLContext] = {}
         # URLs parsed once: httpx's parser costs about as much as aiohttp's whole request.
         self._targets: dict[str, tuple[httpx.URL, yarl.URL]] = {}
+        # aiohttp's timeouts by httpx's (connect, read, pool): a few distinct ones.
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -244,7 +246,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         response.request = request
         return response
 
-    async def send(
+    def send(
         self,
         method: str,
         url: str,
@@ -252,11 +254,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         content: bytes | None,
         timeout: Mapping[str, float | None],
         options: UpstreamOptions | None = None,
-    ) -> httpx.Response:
+    ) -> Coroutine[Any, Any, httpx.Response]:
         """What handle_async_request does, without an httpx.Request built
         first (UpstreamClient's hot path): `headers` go out as given, the
         body's framing added; the response's `request` is built if asked
-        for. `timeout` is httpx.Timeout.as_dict()."""
+        for. `timeout` is httpx.Timeout.as_dict(). Await what it returns
+        (the exchange itself: no coroutine in between)."""
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= MAX_TARGETS:
@@ -264,7 +267,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             parsed = httpx.URL(url)
             target = self._targets[url] = (parsed, yarl.URL(str(parsed), encoded=True))
         pending = _Pending(method, target[0], headers, content)
-        return await self._exchange(
+        return self._exchange(
             method, target[0], target[1], headers, content or None, True, timeout, options or self._default, pending,
         )
 
@@ -283,13 +286,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if url.scheme not in _SCHEMES:
             raise httpx.UnsupportedProtocol(f"cannot send a request over {url.scheme!r}", request=_built(request))
         connect, read, pool = timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool")
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            # aiohttp's `connect` covers waiting for a pooled connection too.
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=read,
-        )
+        timeout = self._timeouts.get((connect, read, pool))
+        if timeout is None:
+            if len(self._timeouts) >= MAX_TARGETS:
+                self._timeouts.clear()
+            timeout = self._timeouts[connect, read, pool] = aiohttp.ClientTimeout(
+                total=None,
+                # aiohttp's `connect` covers waiting for a pooled connection too.
+                connect=None if connect is None or pool is None else connect + pool,
+                sock_connect=connect,
+                sock_read=read,
+            )
         if replayable and data is not None and len(data) > _LARGE_BODY:
             with warnings.catch_warnings():
                 # aiohttp's advice for bodies over 1 MiB (stream a file
@@ -330,10 +337,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             answer.status,
             headers=answer.raw_headers,
             stream=ResponseBody(answer, request),
-            extensions={
-                "http_version": b"HTTP/%d.%d" % (answer.version or (1, 1)),
-                "reason_phrase": (answer.reason or "").encode("latin-1", "replace"),
-            },
+            extensions={"http_version": _http_version(answer.version), "reason_phrase": _reason(answer.reason)},
         )
         if isinstance(request, _Pending):
             response._pending = request
@@ -398,6 +402,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connector._close()
 
 
+@functools.lru_cache(maxsize=8)
+def _http_version(version: Any) -> bytes:
+    return b"HTTP/%d.%d" % (version or (1, 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _reason(reason: str | None) -> bytes:
+    return (reason or "").encode("latin-1", "replace")
+
+
 class _Pending:
     """What an httpx.Request would hold, built into one only when something
     asks for it (an exception, response.request)."""
@@ -433,6 +447,37 @@ class Response(httpx.Response):
     @request.setter
     def request(self, value: httpx.Request) -> None:
         self._request = value
+
+    async def aiter_raw(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """httpx's, reading aiohttp's body directly when no chunk size is
+        asked for (no generator, chunker or context in between)."""
+        stream = self.stream
+        if chunk_size is not None or not isinstance(stream, ResponseBody):
+            async for chunk in super().aiter_raw(chunk_size):
+                yield chunk
+            return
+        if self.is_stream_consumed:
+            raise httpx.StreamConsumed()
+        if self.is_closed:
+            raise httpx.StreamClosed()
+        self.is_stream_consumed = True
+        self._num_bytes_downloaded = 0
+        answer = stream._response
+        content = answer.content
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                self._num_bytes_downloaded += len(chunk)
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            stream._finished = True
+            answer.close()  # httpx does not close a stream that failed
+            raise _httpx_error(exc, stream._request, answered=True) from exc
+        stream._finished = True
+        answer.release()
+        self.is_closed = True  # what aclose() would do, the connection already released
 
 
 class ResponseBody(httpx.AsyncByteStream):

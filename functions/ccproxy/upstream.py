@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 import zlib
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Coroutine, Iterator
 
 import httpx
 
@@ -50,7 +50,7 @@ class UpstreamClient:
         # dropped with it, or at exit, rather than complained about.
         weakref.finalize(self, _abandon, self._pools)
 
-    async def send(
+    def send(
         self,
         method: str,
         url: str,
@@ -58,13 +58,14 @@ class UpstreamClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         provider: Any = None,
-    ) -> httpx.Response:
+    ) -> Coroutine[Any, Any, httpx.Response]:
         """The response as soon as its head arrives; read or close it.
         `provider`: a config.Provider or UpstreamOptions (its `verify` and
-        `proxy`), or None for the defaults."""
+        `proxy`), or None for the defaults. Called within the running loop;
+        await what it returns (the exchange itself: no coroutine between)."""
         merged = {"user-agent": USER_AGENT, **headers} if headers else {"user-agent": USER_AGENT}
         pool = self._pools.get(asyncio.get_running_loop()) or self._new_pool()
-        return await pool.send(method, url, list(merged.items()), content, timeout.as_dict(), self._options_of(provider))
+        return pool.send(method, url, list(merged.items()), content, timeout.as_dict(), self._options_of(provider))
 
     def _new_pool(self) -> AiohttpTransport:
         from . import aiohttp_transport as transport
