@@ -31,9 +31,11 @@ run: $(STAMP)
 lint-template: $(SAM_STAMP)
 	$(SAM) validate --lint --template template.yaml
 
-# ruff (style, errors, import order, likely bugs) and mypy, then the tests.
+# ruff (errors, import order, likely bugs; the format of the code) and
+# mypy. `make test` runs it first; .pre-commit-config.yaml runs the same.
 lint: $(STAMP)
 	$(BIN)/ruff check functions tests bench
+	$(BIN)/ruff format --check functions bench
 	$(BIN)/mypy
 
 test: $(STAMP) lint-template lint

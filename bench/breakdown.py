@@ -65,11 +65,25 @@ def main() -> None:
         entries = rotation.entries(resolution.targets, [t.weight for t in resolution.targets])
         entry = entries[0]
         upstream_body = openai.encode_request(request, "gpt-bench")
-        upstream_answer = json.loads(json.dumps({
-            "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-bench",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the fake upstream."},
-                         "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}))
+        upstream_answer = json.loads(
+            json.dumps(
+                {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": "gpt-bench",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "Hello from the fake upstream."},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+                }
+            )
+        )
         upstream_raw = json.dumps(upstream_answer).encode()
         decoded = openai.decode_response(upstream_answer)
         names = sorted({entry.name, f"{entry.name}#{entry.target.model}"})
@@ -83,25 +97,32 @@ def main() -> None:
 
         steps = [
             ("split_prefix (group/compat prefix)", lambda: split_prefix("/v1/messages", "default")),
-            ("access key check (KeyRing.check_access: secrets file stat + hmac)",
-             lambda: keys.check_access(presented_key(FakeRequest()), open_when_empty=False)),
+            (
+                "access key check (KeyRing.check_access: secrets file stat + hmac)",
+                lambda: keys.check_access(presented_key(FakeRequest()), open_when_empty=False),
+            ),
             ("json.loads(client body)", lambda: json.loads(raw)),
             ("ClaudeCodec.decode_request (pydantic validate + unified)", lambda: claude.decode_request(body, ctx)),
             ("routing.resolve", lambda: routing.resolve(config, "default", request.model)),
-            ("Rotation.entries (provider keys: secrets file stat)",
-             lambda: rotation.entries(resolution.targets, [t.weight for t in resolution.targets])),
-            ("Rotation.plan's SQLite cooling SELECT (SqliteStateStore.cooling)",
-             lambda: state.cooling(names, time.time())),
+            (
+                "Rotation.entries (provider keys: secrets file stat)",
+                lambda: rotation.entries(resolution.targets, [t.weight for t in resolution.targets]),
+            ),
+            (
+                "Rotation.plan's SQLite cooling SELECT (SqliteStateStore.cooling)",
+                lambda: state.cooling(names, time.time()),
+            ),
             ("OpenAICodec.encode_request", lambda: openai.encode_request(request, "gpt-bench")),
-            ("json.dumps(upstream body).encode()",
-             lambda: json.dumps(upstream_body, ensure_ascii=False).encode()),
+            ("json.dumps(upstream body).encode()", lambda: json.dumps(upstream_body, ensure_ascii=False).encode()),
             ("json.loads(upstream answer)", lambda: json.loads(upstream_raw)),
             ("OpenAICodec.decode_response", lambda: openai.decode_response(upstream_answer)),
             ("ClaudeCodec.encode_response (new message id)", lambda: claude.encode_response(decoded, request)),
             ("  of which new_call_id (24 × secrets.choice)", lambda: new_call_id("")),
             ("JSONResponse(answer) render", lambda: JSONResponse(answer)),
-            ("Rotation.used's SQLite add_usage (BEGIN IMMEDIATE, upsert, COMMIT)",
-             lambda: state.add_usage(entry.name, "2026-01-01", 1, 12, 7)),
+            (
+                "Rotation.used's SQLite add_usage (BEGIN IMMEDIATE, upsert, COMMIT)",
+                lambda: state.add_usage(entry.name, "2026-01-01", 1, 12, 7),
+            ),
         ]
         total = 0.0
         print("| step | µs per request |\n|---|---:|")

@@ -32,26 +32,49 @@ GEMINI_PATH = re.compile(rb"/models/([^/:?]+):(generateContent|streamGenerateCon
 
 
 def _openai_whole(model: str) -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT}, "logprobs": None,
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": TEXT},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _openai_events(model: str, events: int, usage: bool) -> list[bytes]:
     def chunk(delta: dict, finish: str | None = None) -> bytes:
-        data = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        data = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
     out = [chunk({"role": "assistant", "content": ""})]
     out += [chunk({"content": f"w{i} "}) for i in range(events)]
     out.append(chunk({}, "stop"))
     if usage:
-        data = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-                "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": events, "total_tokens": 12 + events}}
+        data = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": events, "total_tokens": 12 + events},
+        }
         out.append(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
     out.append(b"data: [DONE]\n\n")
     return out
@@ -72,8 +95,9 @@ def _gemini_whole(model: str) -> bytes:
 
 def _gemini_events(model: str, events: int) -> list[bytes]:
     return [
-        b"data: " + json.dumps(_gemini_response(model, f"w{i} ", i == events - 1, events),
-                               separators=(",", ":")).encode() + b"\r\n\r\n"
+        b"data: "
+        + json.dumps(_gemini_response(model, f"w{i} ", i == events - 1, events), separators=(",", ":")).encode()
+        + b"\r\n\r\n"
         for i in range(events)
     ]
 
@@ -157,14 +181,14 @@ class FakeProtocol(asyncio.Protocol):
                     break
                 if len(self.buffer) < line_end + 2 + size + 2:
                     return None
-                body += self.buffer[line_end + 2: line_end + 2 + size]
+                body += self.buffer[line_end + 2 : line_end + 2 + size]
                 pos = line_end + 2 + size + 2
             del self.buffer[:consumed]
             return method, target, bytes(body)
         if len(self.buffer) < start + length:
             return None
-        body = bytes(self.buffer[start:start + length])
-        del self.buffer[:start + length]
+        body = bytes(self.buffer[start : start + length])
+        del self.buffer[: start + length]
         return method, target, body
 
     def _answer(self, method: bytes, target: bytes, body: bytes) -> None:
@@ -185,7 +209,9 @@ class FakeProtocol(asyncio.Protocol):
             model = str(data.get("model", "gpt-bench"))
             if data.get("stream"):
                 usage = bool((data.get("stream_options") or {}).get("include_usage"))
-                events = answers.get(("openai-stream", model, usage), lambda: _openai_events(model, answers.events, usage))
+                events = answers.get(
+                    ("openai-stream", model, usage), lambda: _openai_events(model, answers.events, usage)
+                )
                 self._stream(events, "text/event-stream", "slow" in model)
             else:
                 payload = answers.get(("openai", model), lambda: _openai_whole(model))

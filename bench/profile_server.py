@@ -60,8 +60,22 @@ def patch_ids() -> None:
         module.new_call_id = new_call_id
 
 
-PACKAGES = ("ccproxy", "httpx", "httpcore", "h11", "anyio", "starlette", "uvicorn", "pydantic", "asyncio",
-            "json", "sqlite3", "selectors", "ssl", "socket")
+PACKAGES = (
+    "ccproxy",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "starlette",
+    "uvicorn",
+    "pydantic",
+    "asyncio",
+    "json",
+    "sqlite3",
+    "selectors",
+    "ssl",
+    "socket",
+)
 
 
 def by_package(profiler: cProfile.Profile, requests: int) -> str:
@@ -112,9 +126,17 @@ def baseline_app(kind: str, upstream: str, case: str):
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
-    canned = _json.dumps({"id": "msg_x", "type": "message", "role": "assistant", "model": "claude-bench",
-                          "content": [{"type": "text", "text": "Hello from the fake upstream."}],
-                          "stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 7}}).encode()
+    canned = _json.dumps(
+        {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-bench",
+            "content": [{"type": "text", "text": "Hello from the fake upstream."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 12, "output_tokens": 7},
+        }
+    ).encode()
     http = UpstreamClient()
     direct = bench.job(case, "direct", upstream, False)
 
@@ -132,8 +154,7 @@ def baseline_app(kind: str, upstream: str, case: str):
                 session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
             stream = bool(body.get("stream"))
             target = bench.job(case, "direct", upstream, stream)
-            response = await session.post(target.url, data=target.body,
-                                          headers={"content-type": "application/json"})
+            response = await session.post(target.url, data=target.body, headers={"content-type": "application/json"})
             if not stream:
                 content = await response.read()
                 response.release()
@@ -149,8 +170,13 @@ def baseline_app(kind: str, upstream: str, case: str):
             return StreamingResponse(relay_aiohttp(), media_type="text/event-stream")
         stream = bool(body.get("stream"))
         target = bench.job(case, "direct", upstream, stream)
-        response = await http.send("POST", target.url, timeout(600), target.body,
-                                   {"content-type": "application/json", "accept-encoding": "identity"})
+        response = await http.send(
+            "POST",
+            target.url,
+            timeout(600),
+            target.body,
+            {"content-type": "application/json", "accept-encoding": "identity"},
+        )
         if not stream:
             content = await response.aread()
             await response.aclose()
@@ -180,17 +206,26 @@ def main() -> int:
     parser.add_argument("--http", default="h11")
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--top", type=int, default=35)
-    parser.add_argument("--by-package", action="store_true",
-                        help="cProfile: also sum own time by package (where the CPU goes)")
-    parser.add_argument("--app", choices=["ccproxy", "bare", "forward", "forward-aiohttp"], default="ccproxy",
-                        help="bare: Starlette answering a canned body (the server stack alone); "
-                             "forward: Starlette + ccproxy's pooled httpx client relaying the upstream's "
-                             "bytes (server stack + upstream client, no conversion)")
-    parser.add_argument("--what-if", action="append", default=[],
-                        choices=["memory-state", "fast-ids", "no-secrets-file", "asgi-2.4"],
-                        help="measure a suggested fix without editing ccproxy (monkeypatched here): "
-                             "memory-state: the in-memory state store instead of SQLite; fast-ids: one "
-                             "urandom call per id instead of 24; no-secrets-file: no secrets.json stat per request")
+    parser.add_argument(
+        "--by-package", action="store_true", help="cProfile: also sum own time by package (where the CPU goes)"
+    )
+    parser.add_argument(
+        "--app",
+        choices=["ccproxy", "bare", "forward", "forward-aiohttp"],
+        default="ccproxy",
+        help="bare: Starlette answering a canned body (the server stack alone); "
+        "forward: Starlette + ccproxy's pooled httpx client relaying the upstream's "
+        "bytes (server stack + upstream client, no conversion)",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        choices=["memory-state", "fast-ids", "no-secrets-file", "asgi-2.4"],
+        help="measure a suggested fix without editing ccproxy (monkeypatched here): "
+        "memory-state: the in-memory state store instead of SQLite; fast-ids: one "
+        "urandom call per id instead of 24; no-secrets-file: no secrets.json stat per request",
+    )
     args = parser.parse_args()
 
     import uvicorn
@@ -205,8 +240,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ccproxy-profile-") as tmp_name:
         tmp = Path(tmp_name)
         fake_port = bench.free_port()
-        fake = bench.start("fake", [sys.executable, str(BENCH / "fake_upstream.py"), str(fake_port)],
-                           bench.clean_env(), tmp, client_cpus, f"http://127.0.0.1:{fake_port}", "/health", 20)
+        fake = bench.start(
+            "fake",
+            [sys.executable, str(BENCH / "fake_upstream.py"), str(fake_port)],
+            bench.clean_env(),
+            tmp,
+            client_cpus,
+            f"http://127.0.0.1:{fake_port}",
+            "/health",
+            20,
+        )
         try:
             config_path, _ = bench.write_configs(tmp, fake.url)
             os.environ["CCPROXY_STATE"] = str(tmp / "state.db")
@@ -231,24 +274,41 @@ def main() -> int:
                 async def app(scope, receive, send):
                     scope["asgi"] = {**scope.get("asgi", {}), "spec_version": "2.4"}
                     await inner(scope, receive, send)
+
             port = bench.free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False, http=args.http, loop=args.loop))
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host="127.0.0.1",
+                    port=port,
+                    log_level="warning",
+                    access_log=False,
+                    http=args.http,
+                    loop=args.loop,
+                )
+            )
             job = bench.job(args.case, "ccproxy", f"http://127.0.0.1:{port}", args.stream)
             if args.app.startswith("forward"):  # the upstream's own bytes come back
-                job = bench.load.Job(job.url, job.body, job.headers,
-                                     bench.job(args.case, "direct", fake.url, args.stream).markers)
-            script = LOAD.format(bench=str(BENCH), url=job.url, body=job.body.decode(), headers=job.headers,
-                                 markers=[m.decode() for m in job.markers], concurrency=args.concurrency,
-                                 requests=args.requests)
+                job = bench.load.Job(
+                    job.url, job.body, job.headers, bench.job(args.case, "direct", fake.url, args.stream).markers
+                )
+            script = LOAD.format(
+                bench=str(BENCH),
+                url=job.url,
+                body=job.body.decode(),
+                headers=job.headers,
+                markers=[m.decode() for m in job.markers],
+                concurrency=args.concurrency,
+                requests=args.requests,
+            )
 
             async def drive() -> str:
                 task = asyncio.create_task(server.serve())
                 while not server.started:
                     await asyncio.sleep(0.05)
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", script, stdout=subprocess.PIPE,
-                    preexec_fn=bench.pinned(client_cpus))
+                    sys.executable, "-c", script, stdout=subprocess.PIPE, preexec_fn=bench.pinned(client_cpus)
+                )
                 out, _ = await process.communicate()
                 server.should_exit = True
                 await task
@@ -280,8 +340,10 @@ def main() -> int:
             elif profiler is not None:
                 profiler.stop()
             print(f"load: {out.strip()}")
-            print(f"server: {elapsed:.1f} s wall, {cpu:.2f} s CPU, "
-                  f"{cpu / (args.requests + 20) * 1e6:.0f} us CPU per request (profiler overhead included if on)")
+            print(
+                f"server: {elapsed:.1f} s wall, {cpu:.2f} s CPU, "
+                f"{cpu / (args.requests + 20) * 1e6:.0f} us CPU per request (profiler overhead included if on)"
+            )
             if isinstance(profiler, cProfile.Profile):
                 if args.by_package:
                     print(by_package(profiler, args.requests + 20))

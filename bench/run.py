@@ -86,17 +86,23 @@ FULL = Plan(
     rounds=5,
     counts={(1, False): 200, (1, True): 60, (32, False): 480, (32, True): 128},
     litellm_counts={(1, False): 80, (1, True): 24, (32, False): 160, (32, True): 64},
-    memory_bursts=3, memory_seconds=2.0,
-    cold_runs=10, litellm_cold_runs=3,
-    conversion_events=20000, conversion_runs=5,
+    memory_bursts=3,
+    memory_seconds=2.0,
+    cold_runs=10,
+    litellm_cold_runs=3,
+    conversion_events=20000,
+    conversion_runs=5,
 )
 QUICK = Plan(
     rounds=3,
     counts={(1, False): 100, (1, True): 30, (32, False): 192, (32, True): 64},
     litellm_counts={(1, False): 40, (1, True): 12, (32, False): 96, (32, True): 32},
-    memory_bursts=1, memory_seconds=2.0,
-    cold_runs=5, litellm_cold_runs=3,
-    conversion_events=5000, conversion_runs=3,
+    memory_bursts=1,
+    memory_seconds=2.0,
+    cold_runs=5,
+    litellm_cold_runs=3,
+    conversion_events=5000,
+    conversion_runs=3,
 )
 CONCURRENCY = (1, 32)
 MEMORY_STREAMS = 64
@@ -157,12 +163,27 @@ class Server:
             return ""
 
 
-def start(name: str, argv: list[str], env: dict[str, str], cwd: Path, cpus: set[int] | None, url: str,
-          health: str, timeout: float) -> Server:
+def start(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    cpus: set[int] | None,
+    url: str,
+    health: str,
+    timeout: float,
+) -> Server:
     logfile = cwd / f"{name}.log"
     with open(logfile, "wb") as out:
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=pinned(cpus))
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=pinned(cpus),
+        )
     server = Server(name, process, url, logfile)
     deadline = time.monotonic() + timeout
     while True:
@@ -190,11 +211,12 @@ def install_litellm() -> tuple[bool, str]:
     try:
         if not LL_PYTHON.exists():
             base = getattr(sys, "_base_executable", None) or sys.executable
-            subprocess.run([base, "-m", "venv", str(LL_VENV)], check=True, capture_output=True,
-                           timeout=120)
+            subprocess.run([base, "-m", "venv", str(LL_VENV)], check=True, capture_output=True, timeout=120)
         result = subprocess.run(
             [str(LL_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", LITELLM_SPEC],
-            capture_output=True, text=True, timeout=max(1.0, LITELLM_INSTALL_TIMEOUT - (time.monotonic() - started)),
+            capture_output=True,
+            text=True,
+            timeout=max(1.0, LITELLM_INSTALL_TIMEOUT - (time.monotonic() - started)),
         )
     except subprocess.TimeoutExpired:
         return False, f"LiteLLM skipped: `pip install {LITELLM_SPEC}` did not finish in {LITELLM_INSTALL_TIMEOUT:.0f} s"
@@ -210,8 +232,12 @@ def install_litellm() -> tuple[bool, str]:
 
 def litellm_version() -> str:
     try:
-        out = subprocess.run([str(LL_PYTHON), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(LL_PYTHON), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return out.stdout.strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -227,19 +253,28 @@ def litellm_env(**extra: str) -> dict[str, str]:
 
 def write_configs(tmp: Path, fake: str) -> tuple[Path, Path]:
     ccproxy = tmp / "ccproxy.yaml"
-    ccproxy.write_text(json.dumps({
-        "providers": {
-            "fake_openai": {"protocol": "openai", "base_url": f"{fake}/v1", "keys": ["bench-key"]},
-            "fake_gemini": {"protocol": "gemini", "base_url": f"{fake}/v1beta", "keys": ["bench-key"]},
-        },
-        "groups": {"default": {"models": {
-            "claude-bench-slow": ["fake_openai/gpt-bench-slow"],
-            "gemini-bench-slow": ["fake_gemini/gemini-bench-slow"],
-            "claude-bench": ["fake_openai/gpt-bench"],
-            "gemini-bench": ["fake_gemini/gemini-bench"],
-        }}},
-        "access_keys": [ACCESS_KEY],
-    }, indent=2))
+    ccproxy.write_text(
+        json.dumps(
+            {
+                "providers": {
+                    "fake_openai": {"protocol": "openai", "base_url": f"{fake}/v1", "keys": ["bench-key"]},
+                    "fake_gemini": {"protocol": "gemini", "base_url": f"{fake}/v1beta", "keys": ["bench-key"]},
+                },
+                "groups": {
+                    "default": {
+                        "models": {
+                            "claude-bench-slow": ["fake_openai/gpt-bench-slow"],
+                            "gemini-bench-slow": ["fake_gemini/gemini-bench-slow"],
+                            "claude-bench": ["fake_openai/gpt-bench"],
+                            "gemini-bench": ["fake_gemini/gemini-bench"],
+                        }
+                    }
+                },
+                "access_keys": [ACCESS_KEY],
+            },
+            indent=2,
+        )
+    )
     litellm = tmp / "litellm.yaml"
     models = []
     for alias, target, base in (
@@ -248,19 +283,25 @@ def write_configs(tmp: Path, fake: str) -> tuple[Path, Path]:
         ("gemini-bench", "gemini/gemini-bench", f"{fake}/v1beta"),
         ("gemini-bench-slow", "gemini/gemini-bench-slow", f"{fake}/v1beta"),
     ):
-        models.append({"model_name": alias, "litellm_params": {"model": target, "api_base": base,
-                                                               "api_key": "bench-key"}})
-    litellm.write_text(json.dumps({
-        "model_list": models,
-        "litellm_settings": {
-            "drop_params": True,
-            # Like ccproxy, call the OpenAI upstream's chat completions for an
-            # Anthropic client (LiteLLM's default for openai/ models is the
-            # Responses API, a different upstream call).
-            "use_chat_completions_url_for_anthropic_messages": True,
-        },
-        "general_settings": {"master_key": ACCESS_KEY},
-    }, indent=2))
+        models.append(
+            {"model_name": alias, "litellm_params": {"model": target, "api_base": base, "api_key": "bench-key"}}
+        )
+    litellm.write_text(
+        json.dumps(
+            {
+                "model_list": models,
+                "litellm_settings": {
+                    "drop_params": True,
+                    # Like ccproxy, call the OpenAI upstream's chat completions for an
+                    # Anthropic client (LiteLLM's default for openai/ models is the
+                    # Responses API, a different upstream call).
+                    "use_chat_completions_url_for_anthropic_messages": True,
+                },
+                "general_settings": {"master_key": ACCESS_KEY},
+            },
+            indent=2,
+        )
+    )
     return ccproxy, litellm
 
 
@@ -287,15 +328,22 @@ def job(case: str, target: str, url: str, stream: bool, slow: bool = False) -> l
             return load.Job(url + "/v1/chat/completions", json.dumps(body).encode(), auth, markers)
         body = {"model": "claude-bench" + suffix, "max_tokens": 64, "messages": PROMPT, "stream": stream}
         markers = (f"w{EVENTS - 1} ".encode(), b"message_stop") if stream else whole_marker
-        return load.Job(url + "/v1/messages", json.dumps(body).encode(),
-                        {**auth, "anthropic-version": "2023-06-01"}, markers)
+        return load.Job(
+            url + "/v1/messages", json.dumps(body).encode(), {**auth, "anthropic-version": "2023-06-01"}, markers
+        )
     if target == "direct":
-        body = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
-                "generationConfig": {"maxOutputTokens": 64}}
+        body = {
+            "contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
+            "generationConfig": {"maxOutputTokens": 64},
+        }
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         markers = (f"w{EVENTS - 1} ".encode(), b'"finishReason":"STOP"') if stream else whole_marker
-        return load.Job(f"{url}/v1beta/models/gemini-bench{suffix}:{verb}", json.dumps(body).encode(),
-                        {"content-type": "application/json", "x-goog-api-key": "bench-key"}, markers)
+        return load.Job(
+            f"{url}/v1beta/models/gemini-bench{suffix}:{verb}",
+            json.dumps(body).encode(),
+            {"content-type": "application/json", "x-goog-api-key": "bench-key"},
+            markers,
+        )
     body = {"model": "gemini-bench" + suffix, "max_tokens": 64, "messages": PROMPT, "stream": stream}
     markers = (f"w{EVENTS - 1} ".encode(), b"[DONE]") if stream else whole_marker
     return load.Job(url + "/v1/chat/completions", json.dumps(body).encode(), auth, markers)
@@ -336,8 +384,12 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
                 for concurrency in CONCURRENCY:
                     for target, url in targets.items():
                         counts = plan.litellm_counts if target == "litellm" else plan.counts
-                        result = await measure(job(case, target, url, stream), concurrency,
-                                               counts[(concurrency, stream)], url + HEALTH[target])
+                        result = await measure(
+                            job(case, target, url, stream),
+                            concurrency,
+                            counts[(concurrency, stream)],
+                            url + HEALTH[target],
+                        )
                         cell = cells.setdefault((case, stream, concurrency, target), Cell())
                         cell.failures += result.failures
                         cell.first_failure = cell.first_failure or result.first_failure
@@ -463,21 +515,33 @@ async def memory(plan: Plan, server: Server, case: str) -> tuple[float, float, i
 
 # ----------------------------------------------------------------- cold start and sizes
 
-CC_COLD = ("import time; t = time.perf_counter(); import ccproxy.lambda_handler as h; "
-           "assert h.handler is not None; print(time.perf_counter() - t)")
-LL_COLD = ("import time; t = time.perf_counter(); import litellm.proxy.proxy_server as p; "
-           "assert p.app is not None; print(time.perf_counter() - t)")
+CC_COLD = (
+    "import time; t = time.perf_counter(); import ccproxy.lambda_handler as h; "
+    "assert h.handler is not None; print(time.perf_counter() - t)"
+)
+LL_COLD = (
+    "import time; t = time.perf_counter(); import litellm.proxy.proxy_server as p; "
+    "assert p.app is not None; print(time.perf_counter() - t)"
+)
 
 
-def cold_start(python: Path, code: str, env: dict[str, str], cwd: Path, runs: int,
-               cpus: set[int] | None) -> tuple[float, float] | None:
+def cold_start(
+    python: Path, code: str, env: dict[str, str], cwd: Path, runs: int, cpus: set[int] | None
+) -> tuple[float, float] | None:
     """(median import time, median whole process time) in seconds, over
     `runs` fresh processes after one discarded run (which writes .pyc)."""
     inner, outer = [], []
     for i in range(runs + 1):
         started = time.perf_counter()
-        result = subprocess.run([str(python), "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
-                                timeout=300, preexec_fn=pinned(cpus))
+        result = subprocess.run(
+            [str(python), "-c", code],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=pinned(cpus),
+        )
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
             log(f"cold start failed: {result.stderr[-800:]}")
@@ -506,9 +570,22 @@ def layer_size(tmp: Path) -> tuple[int | None, str]:
     """The dependency layer as SAM builds it: pip install --target, no .pyc."""
     target = tmp / "layer"
     result = subprocess.run(
-        [str(CC_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--target", str(target), "-r", str(ROOT / "layers" / "dependencies" / "requirements.txt")],
-        capture_output=True, text=True, timeout=900,
+        [
+            str(CC_PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--target",
+            str(target),
+            "-r",
+            str(ROOT / "layers" / "dependencies" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if result.returncode != 0:
         return None, f"layer size skipped: pip failed: {result.stderr.strip().splitlines()[-1:]}"
@@ -545,8 +622,7 @@ def machine() -> str:
                 mem = f", {int(line.split()[1]) / 1024 / 1024:.0f} GiB"
     except OSError:
         pass
-    return (f"{model}, {os.cpu_count()} cores{mem}; Linux {platform.release()}; "
-            f"Python {platform.python_version()}")
+    return f"{model}, {os.cpu_count()} cores{mem}; Linux {platform.release()}; Python {platform.python_version()}"
 
 
 def ms(value: float | None) -> str:
@@ -588,52 +664,85 @@ def report(out: dict[str, Any]) -> str:
     for case, title in CASES.items():
         for concurrency in CONCURRENCY:
             who = "1 client" if concurrency == 1 else f"{concurrency} clients"
-            for stream, which, what in ((False, "ttlb", "whole"), (True, "ttfb", "streamed, first byte"),
-                                        (True, "ttlb", "streamed, last byte")):
+            for stream, which, what in (
+                (False, "ttlb", "whole"),
+                (True, "ttfb", "streamed, first byte"),
+                (True, "ttlb", "streamed, last byte"),
+            ):
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
                 row(f"({case}) {title}: added latency, {what}, {who}", ms(mine), ms(theirs), ratio(mine, theirs))
     for case in CASES:
+
         def rate(target: str, case: str = case) -> str:
             cell = cells.get((case, True, 32, target))
             if cell is None or not cell.events_per_s or cell.failures:
                 return "—"
             return f"{statistics.median(cell.events_per_s):,.0f}"
-        row(f"({case}) streamed events/s through the server, 32 clients (direct: {rate('direct')})",
-            rate("ccproxy"), rate("litellm"))
+
+        row(
+            f"({case}) streamed events/s through the server, 32 clients (direct: {rate('direct')})",
+            rate("ccproxy"),
+            rate("litellm"),
+        )
     conv = out["conversion"] or {}
-    lines.append(f"| stream conversion in process, one core, OpenAI → Anthropic events/s | "
-                 f"{conv.get('openai->claude', 0):,.0f} | n/a (no comparable in-process API) | |")
-    lines.append(f"| stream conversion in process, one core, Gemini → OpenAI events/s | "
-                 f"{conv.get('gemini->openai', 0):,.0f} | n/a | |")
-    for key, label in (("idle", "server RSS, idle after warm-up"), ("peak", f"server peak RSS, {MEMORY_STREAMS} concurrent streams")):
+    lines.append(
+        f"| stream conversion in process, one core, OpenAI → Anthropic events/s | "
+        f"{conv.get('openai->claude', 0):,.0f} | n/a (no comparable in-process API) | |"
+    )
+    lines.append(
+        f"| stream conversion in process, one core, Gemini → OpenAI events/s | "
+        f"{conv.get('gemini->openai', 0):,.0f} | n/a | |"
+    )
+    for key, label in (
+        ("idle", "server RSS, idle after warm-up"),
+        ("peak", f"server peak RSS, {MEMORY_STREAMS} concurrent streams"),
+    ):
         mine = out["memory"].get("ccproxy", {}).get(key)
         theirs = out["memory"].get("litellm", {}).get(key)
         row(label, mib(mine), mib(theirs), ratio(mine, theirs) if key == "peak" else "")
     cold, ll_cold, aws_cold = out["cold"].get("ccproxy"), out["cold"].get("litellm"), out["cold"].get("ccproxy_aws")
-    row("cold start: import the Lambda handler and build the app (in process)",
-        f"{cold[0]:.3f} s" if cold else "—", f"{ll_cold[0]:.3f} s" if ll_cold else "—",
-        ratio(cold[0] if cold else None, ll_cold[0] if ll_cold else None))
-    row("cold start: whole fresh process (interpreter start to exit)",
-        f"{cold[1]:.3f} s" if cold else "—", f"{ll_cold[1]:.3f} s" if ll_cold else "—",
-        ratio(cold[1] if cold else None, ll_cold[1] if ll_cold else None))
+    row(
+        "cold start: import the Lambda handler and build the app (in process)",
+        f"{cold[0]:.3f} s" if cold else "—",
+        f"{ll_cold[0]:.3f} s" if ll_cold else "—",
+        ratio(cold[0] if cold else None, ll_cold[0] if ll_cold else None),
+    )
+    row(
+        "cold start: whole fresh process (interpreter start to exit)",
+        f"{cold[1]:.3f} s" if cold else "—",
+        f"{ll_cold[1]:.3f} s" if ll_cold else "—",
+        ratio(cold[1] if cold else None, ll_cold[1] if ll_cold else None),
+    )
     if aws_cold:
-        row("cold start with CCPROXY_TABLE set (boto3 DynamoDB client built; no AWS call)",
-            f"{aws_cold[0]:.3f} s", "n/a")
+        row(
+            "cold start with CCPROXY_TABLE set (boto3 DynamoDB client built; no AWS call)",
+            f"{aws_cold[0]:.3f} s",
+            "n/a",
+        )
     layer, ll_size = out["sizes"].get("layer"), out["sizes"].get("litellm")
-    row("dependency layer (pip install --target, no .pyc) / LiteLLM[proxy] installed",
-        mib(layer / 2**20 if layer else None), mib(ll_size / 2**20 if ll_size else None),
-        ratio(layer, ll_size) if layer and ll_size else "")
+    row(
+        "dependency layer (pip install --target, no .pyc) / LiteLLM[proxy] installed",
+        mib(layer / 2**20 if layer else None),
+        mib(ll_size / 2**20 if ll_size else None),
+        ratio(layer, ll_size) if layer and ll_size else "",
+    )
     package = out["sizes"].get("package")
     row("function package (functions/, no caches)", f"{package / 1024:.0f} KiB" if package else "—", "n/a")
     lines.append("")
-    lines.append("Added latency: the median over rounds of (the proxy's median − the fake upstream's median "
-                 "called directly), same request and concurrency; each stream is "
-                 f"{EVENTS} content events. Direct medians:")
+    lines.append(
+        "Added latency: the median over rounds of (the proxy's median − the fake upstream's median "
+        "called directly), same request and concurrency; each stream is "
+        f"{EVENTS} content events. Direct medians:"
+    )
     for case, title in CASES.items():
         parts = []
         for concurrency in CONCURRENCY:
-            for stream, which, what in ((False, "ttlb", "whole"), (True, "ttfb", "first byte"), (True, "ttlb", "last byte")):
+            for stream, which, what in (
+                (False, "ttlb", "whole"),
+                (True, "ttfb", "first byte"),
+                (True, "ttlb", "last byte"),
+            ):
                 cell = cells.get((case, stream, concurrency, "direct"))
                 if cell and getattr(cell, which):
                     parts.append(f"{what} @{concurrency} {statistics.median(getattr(cell, which)) * 1000:.2f} ms")
@@ -645,8 +754,11 @@ def report(out: dict[str, Any]) -> str:
     verdicts, negative = [], False
     for case in CASES:
         for concurrency in CONCURRENCY:
-            for stream, which, what in ((False, "ttlb", "whole"), (True, "ttfb", "first byte"),
-                                        (True, "ttlb", "last byte")):
+            for stream, which, what in (
+                (False, "ttlb", "whole"),
+                (True, "ttfb", "first byte"),
+                (True, "ttlb", "last byte"),
+            ):
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
                 if mine is None:
@@ -661,13 +773,16 @@ def report(out: dict[str, Any]) -> str:
                     verdict += f", {ratio(mine, theirs)} less than LiteLLM"
                 verdicts.append(verdict + (" (met)" if met else " (missed)"))
     if cold:
-        verdicts.append(f"cold start {cold[0]:.3f} s {'<' if cold[0] < 0.5 else '≥'} 0.5 s "
-                        f"({'met' if cold[0] < 0.5 else 'missed'})")
+        verdicts.append(
+            f"cold start {cold[0]:.3f} s {'<' if cold[0] < 0.5 else '≥'} 0.5 s ({'met' if cold[0] < 0.5 else 'missed'})"
+        )
     lines.append("- targets: " + "; ".join(verdicts))
     if negative:
-        lines.append("- note: a negative added latency means the load client was the bottleneck of the direct "
-                     "run: it shares a core with the fake upstream, and through ccproxy it receives fewer, larger "
-                     "chunks (ccproxy hands on together what arrived together), so it has less to do")
+        lines.append(
+            "- note: a negative added latency means the load client was the bottleneck of the direct "
+            "run: it shares a core with the fake upstream, and through ccproxy it receives fewer, larger "
+            "chunks (ccproxy hands on together what arrived together), so it has less to do"
+        )
     return "\n".join(lines)
 
 
@@ -687,7 +802,8 @@ def main() -> int:
     server_cpus, client_cpus = cpu_split()
     if client_cpus is not None:
         os.sched_setaffinity(0, client_cpus)
-        placement = f"servers on CPU {min(server_cpus)}, client and fake upstream on CPU {', '.join(map(str, sorted(client_cpus)))}"
+        client_list = ", ".join(map(str, sorted(client_cpus)))
+        placement = f"servers on CPU {min(server_cpus)}, client and fake upstream on CPU {client_list}"
     else:
         placement = "one CPU shared by all"
 
@@ -701,26 +817,50 @@ def main() -> int:
             log(note)
 
     out: dict[str, Any] = {
-        "machine": machine(), "placement": placement, "rounds": plan.rounds, "quick": args.quick,
-        "ccproxy_version": subprocess.run([str(CC_PYTHON), "-c", "import ccproxy; print(ccproxy.__version__)"],
-                                          capture_output=True, text=True).stdout.strip(),
-        "litellm": None, "litellm_label": "LiteLLM", "cells": {}, "conversion": None, "memory": {}, "cold": {},
-        "sizes": {}, "notes": notes,
+        "machine": machine(),
+        "placement": placement,
+        "rounds": plan.rounds,
+        "quick": args.quick,
+        "ccproxy_version": subprocess.run(
+            [str(CC_PYTHON), "-c", "import ccproxy; print(ccproxy.__version__)"], capture_output=True, text=True
+        ).stdout.strip(),
+        "litellm": None,
+        "litellm_label": "LiteLLM",
+        "cells": {},
+        "conversion": None,
+        "memory": {},
+        "cold": {},
+        "sizes": {},
+        "notes": notes,
     }
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="ccproxy-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
             fake_port = free_port()
-            fake = start("fake", [str(CC_PYTHON), str(BENCH / "fake_upstream.py"), str(fake_port), str(EVENTS)],
-                         clean_env(), tmp, client_cpus, f"http://127.0.0.1:{fake_port}", "/health", 20)
+            fake = start(
+                "fake",
+                [str(CC_PYTHON), str(BENCH / "fake_upstream.py"), str(fake_port), str(EVENTS)],
+                clean_env(),
+                tmp,
+                client_cpus,
+                f"http://127.0.0.1:{fake_port}",
+                "/health",
+                20,
+            )
             servers.append(fake)
             cc_config, ll_config = write_configs(tmp, fake.url)
             cc_port = free_port()
-            ccproxy = start("ccproxy", [str(CC_SERVE), "serve", "--config", str(cc_config), "--port", str(cc_port),
-                                        "--log-level", "warning"],
-                            clean_env(CCPROXY_STATE=str(tmp / "state.db")), tmp, server_cpus,
-                            f"http://127.0.0.1:{cc_port}", "/health", 60)
+            ccproxy = start(
+                "ccproxy",
+                [str(CC_SERVE), "serve", "--config", str(cc_config), "--port", str(cc_port), "--log-level", "warning"],
+                clean_env(CCPROXY_STATE=str(tmp / "state.db")),
+                tmp,
+                server_cpus,
+                f"http://127.0.0.1:{cc_port}",
+                "/health",
+                60,
+            )
             servers.append(ccproxy)
             targets = {"direct": fake.url, "ccproxy": ccproxy.url}
             litellm: Server | None = None
@@ -729,10 +869,26 @@ def main() -> int:
                 ll_port = free_port()
                 log("starting LiteLLM's proxy")
                 try:
-                    litellm = start("litellm", [str(LL_VENV / "bin" / "litellm"), "--config", str(ll_config),
-                                                "--host", "127.0.0.1", "--port", str(ll_port), "--num_workers", "1"],
-                                    litellm_env(), tmp, server_cpus, f"http://127.0.0.1:{ll_port}",
-                                    "/health/liveliness", 300)
+                    litellm = start(
+                        "litellm",
+                        [
+                            str(LL_VENV / "bin" / "litellm"),
+                            "--config",
+                            str(ll_config),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(ll_port),
+                            "--num_workers",
+                            "1",
+                        ],
+                        litellm_env(),
+                        tmp,
+                        server_cpus,
+                        f"http://127.0.0.1:{ll_port}",
+                        "/health/liveliness",
+                        300,
+                    )
                     servers.append(litellm)
                     targets["litellm"] = litellm.url
                     out["litellm"] = litellm.url
@@ -743,13 +899,17 @@ def main() -> int:
             other = OtherLoad([os.getpid()] + [server.process.pid for server in servers])
             cells = asyncio.run(latency(plan, targets))
             other_cores = other.cores()
-            notes.append(f"other processes on the machine used {other_cores:.0%} of a core on average during the "
-                         "latency runs" + (" (figures noisier than on an idle machine)" if other_cores > 0.1 else ""))
+            notes.append(
+                f"other processes on the machine used {other_cores:.0%} of a core on average during the "
+                "latency runs" + (" (figures noisier than on an idle machine)" if other_cores > 0.1 else "")
+            )
             out["cells"] = cells
             for (case, stream, concurrency, target), cell in cells.items():
                 if cell.failures:
-                    notes.append(f"{target} ({case}, {'streamed' if stream else 'whole'}, {concurrency} clients): "
-                                 f"{cell.failures} failed requests, first: {cell.first_failure[:200]}")
+                    notes.append(
+                        f"{target} ({case}, {'streamed' if stream else 'whole'}, {concurrency} clients): "
+                        f"{cell.failures} failed requests, first: {cell.first_failure[:200]}"
+                    )
 
             log(f"memory under {MEMORY_STREAMS} concurrent streams")
             for server in (ccproxy, litellm):
@@ -764,10 +924,21 @@ def main() -> int:
                 server.stop()
 
         log("stream conversion throughput (in process)")
-        conv = subprocess.run([str(CC_PYTHON), str(BENCH / "streamconv.py"), "--events", str(plan.conversion_events),
-                               "--runs", str(plan.conversion_runs)]
-                              + (["--cpu", str(min(server_cpus))] if server_cpus else []),
-                              capture_output=True, text=True, timeout=600, cwd=tmp)
+        conv = subprocess.run(
+            [
+                str(CC_PYTHON),
+                str(BENCH / "streamconv.py"),
+                "--events",
+                str(plan.conversion_events),
+                "--runs",
+                str(plan.conversion_runs),
+            ]
+            + (["--cpu", str(min(server_cpus))] if server_cpus else []),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp,
+        )
         if conv.returncode == 0:
             out["conversion"] = json.loads(conv.stdout.strip().splitlines()[-1])
         else:
@@ -780,13 +951,19 @@ def main() -> int:
         lambda_config.write_text((tmp / "ccproxy.yaml").read_text())
         cc_env = clean_env(CCPROXY_CONFIG=str(lambda_config), CCPROXY_STATE=str(cold_dir / "state.db"))
         out["cold"]["ccproxy"] = cold_start(CC_PYTHON, CC_COLD, cc_env, cold_dir, plan.cold_runs, server_cpus)
-        aws_env = clean_env(CCPROXY_CONFIG=str(lambda_config), CCPROXY_TABLE="bench-table", AWS_REGION="us-east-1",
-                            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                            AWS_EC2_METADATA_DISABLED="true")
+        aws_env = clean_env(
+            CCPROXY_CONFIG=str(lambda_config),
+            CCPROXY_TABLE="bench-table",
+            AWS_REGION="us-east-1",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
         out["cold"]["ccproxy_aws"] = cold_start(CC_PYTHON, CC_COLD, aws_env, cold_dir, plan.cold_runs, server_cpus)
         if out["litellm"] is not None:
-            out["cold"]["litellm"] = cold_start(LL_PYTHON, LL_COLD, litellm_env(), cold_dir, plan.litellm_cold_runs,
-                                                server_cpus)
+            out["cold"]["litellm"] = cold_start(
+                LL_PYTHON, LL_COLD, litellm_env(), cold_dir, plan.litellm_cold_runs, server_cpus
+            )
 
         log("sizes (pip install --target of the layer)")
         layer, note = layer_size(tmp)

@@ -28,9 +28,13 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 def openai_upstream(events: int) -> list[bytes]:
     def chunk(delta: dict, finish: str | None = None) -> bytes:
-        data = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-                "model": "gpt-bench", "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                    "finish_reason": finish}]}
+        data = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "gpt-bench",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
     out = [chunk({"role": "assistant", "content": ""})]
@@ -48,18 +52,30 @@ def gemini_upstream(events: int) -> list[bytes]:
         if i == events - 1:
             candidate["finishReason"] = "STOP"
             usage = {"promptTokenCount": 12, "candidatesTokenCount": events, "totalTokenCount": 12 + events}
-        data = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-bench",
-                "responseId": "bench"}
+        data = {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": "gemini-bench",
+            "responseId": "bench",
+        }
         out.append(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\r\n\r\n")
     return out
 
 
 PAIRS = {
     # name: (upstream protocol, client protocol, client request body, upstream stream builder)
-    "openai->claude": ("openai", "claude", {"model": "claude-bench", "max_tokens": 64, "stream": True,
-                                            "messages": MESSAGES}, openai_upstream),
-    "gemini->openai": ("gemini", "openai", {"model": "gemini-bench", "stream": True, "messages": MESSAGES},
-                       gemini_upstream),
+    "openai->claude": (
+        "openai",
+        "claude",
+        {"model": "claude-bench", "max_tokens": 64, "stream": True, "messages": MESSAGES},
+        openai_upstream,
+    ),
+    "gemini->openai": (
+        "gemini",
+        "openai",
+        {"model": "gemini-bench", "stream": True, "messages": MESSAGES},
+        gemini_upstream,
+    ),
 }
 
 
@@ -74,8 +90,9 @@ async def _once(upstream: str, client: str, body: dict, chunks: list[bytes]) -> 
     accumulator = Accumulator()
     out = 0
     start = time.perf_counter()
-    async for piece in convert_stream(_chunks(chunks), CODECS[upstream].stream_decoder(),
-                                      client_codec.stream_encoder(request), accumulator.add):
+    async for piece in convert_stream(
+        _chunks(chunks), CODECS[upstream].stream_decoder(), client_codec.stream_encoder(request), accumulator.add
+    ):
         out += len(piece)
     return time.perf_counter() - start, out
 

@@ -46,6 +46,14 @@ def write(
     message = " ".join(p for p in (method, path, str(status), protocol or "", route, f"{duration_ms} ms") if p)
     if reason:
         message += f": {reason}"
-    fields = {"method": method, "path": path, "status": status, "protocol": protocol, "alias": alias,
-              "target": target, "duration_ms": duration_ms, "reason": reason}
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "protocol": protocol,
+        "alias": alias,
+        "target": target,
+        "duration_ms": duration_ms,
+        "reason": reason,
+    }
     log.info(message, extra={"access": fields})

@@ -134,7 +134,9 @@ def _proxy_url(value: str) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _warn_unusable_proxy(value: str) -> None:
     shown = value.rpartition("@")[2]
-    log.warning("the environment names the proxy %s, which ccproxy cannot use (only http:// and https:// proxies)", shown)
+    log.warning(
+        "the environment names the proxy %s, which ccproxy cannot use (only http:// and https:// proxies)", shown
+    )
 
 
 # ---------------------------------------------------------------- the transport
@@ -232,16 +234,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             headers = [(name.decode(), value.decode()) for name, value in raw if name.lower() not in _FRAMING]
         except UnicodeDecodeError:
-            headers = [(name.decode("latin-1"), value.decode("latin-1"))
-                       for name, value in raw if name.lower() not in _FRAMING]
+            headers = [
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in raw if name.lower() not in _FRAMING
+            ]
         try:
             data: Any = request.content or None
             replayable = True
         except httpx.RequestNotRead:  # a streamed body: sent chunked, never sent twice
             data, replayable = request.stream, False
         response = await self._exchange(
-            request.method, url, yarl.URL(str(url), encoded=True), headers, data, replayable,
-            request.extensions.get("timeout") or {}, request.extensions.get(OPTIONS) or self._default, request,
+            request.method,
+            url,
+            yarl.URL(str(url), encoded=True),
+            headers,
+            data,
+            replayable,
+            request.extensions.get("timeout") or {},
+            request.extensions.get(OPTIONS) or self._default,
+            request,
         )
         response.request = request
         return response
@@ -268,7 +278,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             target = self._targets[url] = (parsed, yarl.URL(str(parsed), encoded=True))
         pending = _Pending(method, target[0], headers, content)
         return self._exchange(
-            method, target[0], target[1], headers, content or None, True, timeout, options or self._default, pending,
+            method,
+            target[0],
+            target[1],
+            headers,
+            content or None,
+            True,
+            timeout,
+            options or self._default,
+            pending,
         )
 
     async def _exchange(
@@ -312,8 +330,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             try:
                 answer = await session.request(
-                    method, target, data=data, headers=headers, allow_redirects=False,
-                    timeout=timeout, ssl=tls, proxy=proxy,
+                    method,
+                    target,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    ssl=tls,
+                    proxy=proxy,
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # A keep-alive connection the upstream closed as the request
@@ -322,12 +346,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # itself for idempotent methods; a POST is sent again only
                 # when its body is in hand and the connection had been used
                 # before, and not when the connection could not be made.
-                if (isinstance(exc, aiohttp.ClientConnectorError) or not replayable
-                        or method in _IDEMPOTENT or not _reused.get()):
+                if (
+                    isinstance(exc, aiohttp.ClientConnectorError)
+                    or not replayable
+                    or method in _IDEMPOTENT
+                    or not _reused.get()
+                ):
                     raise
                 answer = await session.request(
-                    method, target, data=data, headers=headers, allow_redirects=False,
-                    timeout=timeout, ssl=tls, proxy=proxy,
+                    method,
+                    target,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    ssl=tls,
+                    proxy=proxy,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _httpx_error(exc, request, answered=False) from exc

@@ -117,8 +117,12 @@ class RouteTable:
                 methods.setdefault(route.method, codec)
         if methods:
             return next(iter(methods.values())), sorted(methods)
-        roots = [(root, codec) for codec in self._codecs for root in codec.path_roots
-                 if path == root or path.startswith(root + "/")]
+        roots = [
+            (root, codec)
+            for codec in self._codecs
+            for root in codec.path_roots
+            if path == root or path.startswith(root + "/")
+        ]
         return (max(roots, key=lambda r: len(r[0]))[1] if roots else self._fallback), []
 
     def match(self, method: str, path: str, headers: Any) -> tuple[Route, Codec, dict[str, str]] | None:
@@ -175,8 +179,9 @@ def create_app(settings: Settings) -> Starlette:
         if found is None:
             owner, allowed = table.owner(prefix.path, request.headers)
             if allowed:
-                refusal = ProxyError(405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
-                                     kind="invalid_request")
+                refusal = ProxyError(
+                    405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}", kind="invalid_request"
+                )
             else:
                 refusal = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
             accesslog.write(scope, started, refusal.status, owner.protocol, reason=refusal.message)
@@ -190,12 +195,17 @@ def create_app(settings: Settings) -> Starlette:
         try:
             if access and not matches(presented_key(request), access):
                 raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
-            body = await _json_body(request, exchange, settings.config.limits.request_bytes) if request.method == "POST" else None
+            body = (
+                await _json_body(request, exchange, settings.config.limits.request_bytes)
+                if request.method == "POST"
+                else None
+            )
             call = Call(
                 codec=codec,
                 route=route,
-                ctx=ClientContext(model=params.get("model"), stream=route.stream, endpoint=route.endpoint,
-                                  headers=request.headers),
+                ctx=ClientContext(
+                    model=params.get("model"), stream=route.stream, endpoint=route.endpoint, headers=request.headers
+                ),
                 group=prefix.group,
                 compat_prefix=prefix.compat,
                 body=body,
@@ -205,8 +215,15 @@ def create_app(settings: Settings) -> Starlette:
             answer = await proxy.handle(call)
         except ProxyError as error:
             error.message = scrub(error.message, keys.secrets())
-            accesslog.write(scope, started, error.status, codec.protocol, call.alias if call else None,
-                            call.target if call else None, error.message)
+            accesslog.write(
+                scope,
+                started,
+                error.status,
+                codec.protocol,
+                call.alias if call else None,
+                call.target if call else None,
+                error.message,
+            )
             response = _error(codec, error)
             if exchange is not None:
                 exchange.failed(error.status, error.message)
@@ -276,11 +293,17 @@ async def _body(request: Request, cap: int) -> bytes:
 def _error(codec: Codec, error: ProxyError) -> Response:
     # Written by dumpb: a message that quotes the client's text may hold a
     # lone surrogate, which it escapes where Starlette's JSON would fail.
-    return Response(dumpb(codec.encode_error(error)), status_code=error.status, headers=codec.error_headers(error),
-                    media_type="application/json")
+    return Response(
+        dumpb(codec.encode_error(error)),
+        status_code=error.status,
+        headers=codec.error_headers(error),
+        media_type="application/json",
+    )
 
 
-def _access_line(scope: MutableMapping[str, Any], started: float, status: int, protocol: str, alias: str | None, target: str | None):
+def _access_line(
+    scope: MutableMapping[str, Any], started: float, status: int, protocol: str, alias: str | None, target: str | None
+):
     """The access log line, written once the answer's last byte is out."""
 
     async def write() -> None:
@@ -301,18 +324,31 @@ def _respond(answer: Answer, finish_inside: bool = False) -> Response:
         # The whole body goes out first with its length, so the client has
         # its answer at once; the response ends only after the follow-up work.
         headers = {**answer.headers, "content-length": str(len(answer.raw))}
-        return StreamResponse(_then(_once(answer.raw), answer.after), status_code=answer.status,
-                              media_type=answer.media_type, headers=headers)
+        return StreamResponse(
+            _then(_once(answer.raw), answer.after),
+            status_code=answer.status,
+            media_type=answer.media_type,
+            headers=headers,
+        )
     if answer.stream is not None:
         # A stream starts its follow-up work itself once its last byte is
         # out, even if the client hung up; on Lambda the response ends only
         # after the work (the environment may freeze right after).
-        return StreamResponse(_then(answer.stream, answer.after, wait=finish_inside), status_code=answer.status,
-                              media_type=answer.media_type, headers=answer.headers)
+        return StreamResponse(
+            _then(answer.stream, answer.after, wait=finish_inside),
+            status_code=answer.status,
+            media_type=answer.media_type,
+            headers=answer.headers,
+        )
     background = _tasks(answer.after) if answer.after else None
     if answer.raw is not None:
-        return Response(answer.raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers,
-                        background=background)
+        return Response(
+            answer.raw,
+            status_code=answer.status,
+            media_type=answer.media_type,
+            headers=answer.headers,
+            background=background,
+        )
     return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers, background=background)
 
 
@@ -377,7 +413,9 @@ class AccessGate:
             keys = self.keys.access_keys()
         except SecretsError as exc:
             self._refuse(f"the keys cannot be read: {exc}")
-            raise ProxyError(503, "ccproxy is not ready: its keys cannot be read (see its log)", kind="unavailable") from None
+            raise ProxyError(
+                503, "ccproxy is not ready: its keys cannot be read (see its log)", kind="unavailable"
+            ) from None
         if not keys and not self.open_when_no_keys:
             self._refuse(f"no access key is configured: {self.hint}")
             raise ProxyError(503, "ccproxy is not ready: no access key is configured (see its log)", kind="unavailable")
@@ -405,8 +443,9 @@ class Recorder:
             return None
         if self.sample < 1 and random.random() >= self.sample:
             return None
-        return Exchange(route=f"{request.method} {request.url.path}", client_protocol=codec.protocol,
-                        group=group, limit=self.limit)
+        return Exchange(
+            route=f"{request.method} {request.url.path}", client_protocol=codec.protocol, group=group, limit=self.limit
+        )
 
     def writer(self, exchange: Exchange):
         async def write() -> None:

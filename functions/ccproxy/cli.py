@@ -58,8 +58,13 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     from .stores.logs import log_sink_from_env
 
-    settings = Settings(config=config, secrets=secrets, open_when_no_keys=loopback, state=state_store_from_env(),
-                        logs=log_sink_from_env())
+    settings = Settings(
+        config=config,
+        secrets=secrets,
+        open_when_no_keys=loopback,
+        state=state_store_from_env(),
+        logs=log_sink_from_env(),
+    )
     app = create_app(settings)
     # One line per request unless asked for quiet, whatever the log level.
     logging.getLogger("ccproxy.access").setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -101,13 +106,21 @@ def keys(args: argparse.Namespace) -> int:
             status = "ready"
             if cooling:
                 status = "; ".join(
-                    f"cooling{' on ' + c.entry[len(name) + 1:] if c.entry != name else ''} "
-                    f"{max(1, round(c.until - now))}s ({c.reason})" for c in cooling
+                    f"cooling{' on ' + c.entry[len(name) + 1 :] if c.entry != name else ''} "
+                    f"{max(1, round(c.until - now))}s ({c.reason})"
+                    for c in cooling
                 )
             used = usage.get(name)
-            rows.append((provider_id, name.split("#", 1)[1], status,
-                         str(used.requests if used else 0), str(used.input_tokens if used else 0),
-                         str(used.output_tokens if used else 0)))
+            rows.append(
+                (
+                    provider_id,
+                    name.split("#", 1)[1],
+                    status,
+                    str(used.requests if used else 0),
+                    str(used.input_tokens if used else 0),
+                    str(used.output_tokens if used else 0),
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -147,12 +160,15 @@ def keys_push(args: argparse.Namespace) -> int:
     try:
         secrets = parse_secrets(json.loads(source.read_text()), str(source))
     except FileNotFoundError:
-        print(f"ccproxy: no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)",
-              file=sys.stderr)
+        print(
+            f"ccproxy: no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)", file=sys.stderr
+        )
         return 2
     except ValueError as exc:
-        print(f"ccproxy: {source}: not valid JSON ({exc.__class__.__name__}: line {getattr(exc, 'lineno', '?')})",
-              file=sys.stderr)
+        print(
+            f"ccproxy: {source}: not valid JSON ({exc.__class__.__name__}: line {getattr(exc, 'lineno', '?')})",
+            file=sys.stderr,
+        )
         return 2
     except (OSError, SecretsError) as exc:
         print(f"ccproxy: {exc}", file=sys.stderr)
@@ -172,11 +188,14 @@ def keys_push(args: argparse.Namespace) -> int:
             if not secret_id:
                 print(f"ccproxy: stack {args.stack} has no SecretId output; give --secret-id", file=sys.stderr)
                 return 2
-        document = json.dumps({"providers": secrets.providers, "access_keys": secrets.access_keys},
-                              separators=(",", ":"))
+        document = json.dumps(
+            {"providers": secrets.providers, "access_keys": secrets.access_keys}, separators=(",", ":")
+        )
         if len(document.encode()) > SECRET_LIMIT:
-            print(f"ccproxy: {source} is {len(document.encode())} bytes; a secret holds at most {SECRET_LIMIT}",
-                  file=sys.stderr)
+            print(
+                f"ccproxy: {source} is {len(document.encode())} bytes; a secret holds at most {SECRET_LIMIT}",
+                file=sys.stderr,
+            )
             return 2
         if not args.dry_run:
             import boto3
@@ -221,12 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         "push", help="write the local secrets file into the deployment's Secrets Manager secret"
     )
     # SUPPRESS: `ccproxy keys --config F push` keeps the F given before `push`.
-    push_parser.add_argument("--config", default=argparse.SUPPRESS,
-                             help="config file; secrets.json beside it is pushed (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)")
     push_parser.add_argument(
-        "--file", help="the secrets file to push (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)")
-    push_parser.add_argument("--secret-id", help="the secret (default: $CCPROXY_SECRET_ID, then the stack's SecretId output)")
-    push_parser.add_argument("--stack", default="ccproxy", help="the stack whose SecretId output names the secret (default: ccproxy)")
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file; secrets.json beside it is pushed (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)",
+    )
+    push_parser.add_argument(
+        "--file", help="the secrets file to push (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)"
+    )
+    push_parser.add_argument(
+        "--secret-id", help="the secret (default: $CCPROXY_SECRET_ID, then the stack's SecretId output)"
+    )
+    push_parser.add_argument(
+        "--stack", default="ccproxy", help="the stack whose SecretId output names the secret (default: ccproxy)"
+    )
     push_parser.add_argument("--region", help="AWS region (default: boto3's, e.g. $AWS_REGION)")
     push_parser.add_argument("--dry-run", action="store_true", help="check and summarize the file; write nothing")
     push_parser.set_defaults(run=keys_push, log_level="warning")
@@ -234,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_logs_parser(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
+    )
     return args.run(args)
 
 

@@ -252,10 +252,10 @@ def _parameters(tool: Tool) -> tuple[dict[str, Any], dict[str, Any]]:
 class State(Enum):
     """Where the parser is in the model's text."""
 
-    START = "start"            # nothing emitted yet: leading whitespace waits to see what follows
-    TEXT = "text"              # prose, emitted as it arrives
+    START = "start"  # nothing emitted yet: leading whitespace waits to see what follows
+    TEXT = "text"  # prose, emitted as it arrives
     MAYBE_CALL = "maybe_call"  # holding a suffix that may begin a call (`<tool_c`, or a fence before one)
-    IN_CALL = "in_call"        # inside a call, collecting its body up to `</tool_call>`
+    IN_CALL = "in_call"  # inside a call, collecting its body up to `</tool_call>`
     AFTER_CALL = "after_call"  # after a call: whitespace and a closing fence are dropped
 
 
@@ -269,19 +269,19 @@ class _Match(Enum):
 class _Opener:
     """A recognised call opening: `[fence] <tool_call name="x">`."""
 
-    end: int                # index just past the tag's `>`
-    name: str | None        # canonical tool name; None for a Hermes-style `<tool_call>`
+    end: int  # index just past the tag's `>`
+    name: str | None  # canonical tool name; None for a Hermes-style `<tool_call>`
     fenced: bool
     self_closing: bool
 
 
 @dataclass(slots=True)
 class _OpenCall:
-    raw_open: str           # the fence and tag as written, for passing an invalid call on as text
+    raw_open: str  # the fence and tag as written, for passing an invalid call on as text
     name: str | None
 
 
-_MAX_TAG = 400      # an opening tag longer than this is prose, not a call
+_MAX_TAG = 400  # an opening tag longer than this is prose, not a call
 _MAX_FENCE_LANG = 24
 _CANDIDATE = re.compile(r"[<`]")
 # The end of a call: `</tool_call>`, or the next call's opening. Whitespace
@@ -289,9 +289,7 @@ _CANDIDATE = re.compile(r"[<`]")
 # scan of a growing body resume near its end.
 _CALL_END = re.compile(r"</\s{0,16}tool_call\s{0,16}>|<tool_call(?=[\s>/])")
 _MAX_CALL_END = 48
-_ARG_OPEN = re.compile(
-    r"<(?:arg|argument|param|parameter)\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>\"']+))\s*>"
-)
+_ARG_OPEN = re.compile(r"<(?:arg|argument|param|parameter)\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s>\"']+))\s*>")
 _ARG_CLOSE = re.compile(r"</\s*(?:arg|argument|param|parameter)\s*>")
 _FUNCTION_OPEN = re.compile(r"<function\s*=\s*[\"']?([^\s>\"']+)[\"']?\s*>")
 _PARAMETER_OPEN = re.compile(r"<parameter\s*=\s*[\"']?([^\s>\"']+)[\"']?\s*>")
@@ -321,7 +319,7 @@ class CompatParser:
             self._folded[key] = None if key in self._folded else name  # None: ambiguous
         self.state = State.START
         self.next_index = 0  # index of the next call; CompatStream moves it past native calls
-        self.calls = 0       # calls emitted so far
+        self.calls = 0  # calls emitted so far
         self._buf = ""
         self._call: _OpenCall | None = None
         self._fence_open = False  # a fence was swallowed before the last call; its closer goes too
@@ -389,8 +387,8 @@ class CompatParser:
             if status is _Match.YES:
                 assert opener is not None
                 _emit_text(events, buf[:start])
-                self._open_call(buf[start:opener.end], opener)
-                self._buf = buf[opener.end:]
+                self._open_call(buf[start : opener.end], opener)
+                self._buf = buf[opener.end :]
                 if opener.self_closing:
                     events += self._finish_call("", "")
                 return True
@@ -411,7 +409,7 @@ class CompatParser:
             return False
         closed = match.group(0).startswith("</")
         closer = match.group(0) if closed else ""
-        rest = self._buf[match.end():] if closed else self._buf[match.start():]
+        rest = self._buf[match.end() :] if closed else self._buf[match.start() :]
         body = self._take_body(match.start())
         self._buf = rest
         events += self._finish_call(body, closer)
@@ -436,7 +434,7 @@ class CompatParser:
             return False
         if self._fence_open and buf[k] == "`":
             if buf.startswith(FENCE, k):
-                self._buf = buf[k + len(FENCE):]
+                self._buf = buf[k + len(FENCE) :]
                 self._fence_open = False
                 return True
             if len(buf) - k < len(FENCE) and not final:
@@ -483,7 +481,7 @@ class CompatParser:
                 return _Match.NO, None
             fenced = True
         tag_start = k
-        have = buf[k:k + len(OPEN_TAG)]
+        have = buf[k : k + len(OPEN_TAG)]
         if not OPEN_TAG.startswith(have):
             return _Match.NO, None
         if len(have) < len(OPEN_TAG):
@@ -531,7 +529,7 @@ class CompatParser:
                 end = buf.find(buf[k], k + 1)
                 if end < 0:
                     return (_Match.NO, None) if n - tag_start > _MAX_TAG else (_Match.PARTIAL, None)
-                value = buf[k + 1:end]
+                value = buf[k + 1 : end]
                 k = end + 1
             else:
                 value_start = k
@@ -626,7 +624,7 @@ class CompatParser:
             while (opening := _PARAMETER_OPEN.search(body, pos)) is not None:
                 end = _PARAMETER_END.search(body, opening.end())
                 stop = end.start() if end is not None else len(body)
-                raw = body[opening.end():stop]
+                raw = body[opening.end() : stop]
                 if end is None:
                     raw = _strip_partial(raw, "</parameter>")
                 arguments[opening.group(1)] = _convert_arg(properties, root, opening.group(1), raw)
@@ -664,9 +662,9 @@ def _parse_args(properties: dict[str, Any], root: dict[str, Any], body: str) -> 
         closing = _ARG_CLOSE.search(body, start)
         following = _ARG_OPEN.search(body, start)
         if closing is not None and (following is None or closing.start() <= following.start()):
-            raw, pos = body[start:closing.start()], closing.end()
+            raw, pos = body[start : closing.start()], closing.end()
         elif following is not None:
-            raw, pos = body[start:following.start()], following.start()
+            raw, pos = body[start : following.start()], following.start()
         else:
             raw, pos = _strip_partial(body[start:], "</arg>"), len(body)
         arguments[key] = _convert_arg(properties, root, key, raw)
@@ -693,7 +691,7 @@ def _json_body(body: str) -> Any:
     if value is _MISSING:
         first, last = text.find("{"), text.rfind("}")
         if 0 <= first < last:
-            value = _loads_lenient(text[first:last + 1])
+            value = _loads_lenient(text[first : last + 1])
     return value
 
 
@@ -905,12 +903,7 @@ def _rewrite_history(messages: Sequence[Message], tools: Sequence[Tool]) -> list
     assistant's private reasoning, and a model without tools cannot verify
     another vendor's signature anyway); then adjacent texts and same-role
     messages are merged so user and assistant alternate."""
-    names = {
-        part.id: part.name
-        for message in messages
-        for part in message.content
-        if isinstance(part, ToolCall)
-    }
+    names = {part.id: part.name for message in messages for part in message.content if isinstance(part, ToolCall)}
     out: list[Message] = []
     for message in messages:
         parts: list[Part] = []
@@ -978,7 +971,7 @@ def tool_instructions(
     sections = [
         "# Tools\n\n"
         "You can call the tools described below. A tool runs only when you write a call in the "
-        "exact format shown under \"How to call a tool\". Its result comes back to you in the "
+        'exact format shown under "How to call a tool". Its result comes back to you in the '
         "next message."
     ]
     for tool in tools:
@@ -1075,7 +1068,11 @@ def _type_label(schema: dict[str, Any], root: dict[str, Any], depth: int = 0) ->
             label = f"array of {_type_label(items, root, depth + 1)}" if isinstance(items, dict) and items else "array"
         elif each == "object" and not schema.get("properties"):
             extra = schema.get("additionalProperties")
-            label = f"object with {_type_label(extra, root, depth + 1)} values" if isinstance(extra, dict) and extra else "object"
+            label = (
+                f"object with {_type_label(extra, root, depth + 1)} values"
+                if isinstance(extra, dict) and extra
+                else "object"
+            )
         else:
             label = str(each)
         if label not in labels:
@@ -1091,8 +1088,14 @@ def _constraints(schema: dict[str, Any]) -> list[str]:
         facts.append(f"always {dumps(schema['const'])}")
     if "default" in schema:
         facts.append(f"default: {dumps(schema['default'])}")
-    for key, label in (("minimum", "at least"), ("maximum", "at most"), ("minLength", "min length"),
-                       ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items")):
+    for key, label in (
+        ("minimum", "at least"),
+        ("maximum", "at most"),
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+    ):
         if isinstance(schema.get(key), (int, float)) and not isinstance(schema.get(key), bool):
             facts.append(f"{label} {dumps(schema[key])}")
     if isinstance(schema.get("format"), str):

@@ -113,7 +113,7 @@ def _parse_target(alias: str, target: Any) -> Target:
 class LogSettings(_Strict):
     """Research logs (the sink itself is chosen by the environment)."""
 
-    sample: float = Field(default=1.0, ge=0, le=1)   # share of exchanges recorded
+    sample: float = Field(default=1.0, ge=0, le=1)  # share of exchanges recorded
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # per captured body or stream
 
 

@@ -131,9 +131,7 @@ def refusal(host: str, addresses: Iterable[str | IPAddress], policy: FetchPolicy
     (the list is for file servers, not for ccproxy's own control plane)."""
     ips = [_unmapped(ipaddress.ip_address(a) if isinstance(a, str) else a) for a in addresses]
     runtime = _lambda_runtime_host()
-    if runtime is not None and (
-        _canonical_host(host) == runtime or any(str(ip) == runtime for ip in ips)
-    ):
+    if runtime is not None and (_canonical_host(host) == runtime or any(str(ip) == runtime for ip in ips)):
         return "it is the Lambda runtime API"
     if policy.allows(host):
         return None

@@ -1,8 +1,8 @@
 """`ccproxy logs`: read exchange records from the local directory or S3.
 
-    ccproxy logs list [--day YYYY-MM-DD] [--limit N]
-    ccproxy logs show ID [--json]
-    ccproxy logs tail [--interval S]
+ccproxy logs list [--day YYYY-MM-DD] [--limit N]
+ccproxy logs show ID [--json]
+ccproxy logs tail [--interval S]
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def _text(content: Any, message: dict[str, Any]) -> str:
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         arguments = function.get("arguments")
-        pieces.append(f"[call {function.get('name')} {arguments if isinstance(arguments, str) else json.dumps(arguments)}]")
+        pieces.append(
+            f"[call {function.get('name')} {arguments if isinstance(arguments, str) else json.dumps(arguments)}]"
+        )
     return "\n".join(pieces)
 
 
@@ -102,11 +104,18 @@ def show(record: dict[str, Any], out: TextIO) -> None:
     target = record.get("target") or {}
     print(summary(record), file=out)
     timings = record.get("timings") or {}
-    print(f"route {record.get('route')}  group {record.get('group')}  alias {record.get('alias')}  "
-          f"target {target.get('protocol')}:{target.get('provider')}/{target.get('model')}  key {record.get('key_fingerprint')}",
-          file=out)
-    print(f"first byte upstream {timings.get('upstream_first_byte_ms')} ms, client {timings.get('client_first_byte_ms')} ms, "
-          f"done {timings.get('duration_ms')} ms; attempts {len(record.get('attempts') or [])}", file=out)
+    print(
+        f"route {record.get('route')}  group {record.get('group')}  alias {record.get('alias')}  "
+        f"target {target.get('protocol')}:{target.get('provider')}/{target.get('model')}  "
+        f"key {record.get('key_fingerprint')}",
+        file=out,
+    )
+    print(
+        f"first byte upstream {timings.get('upstream_first_byte_ms')} ms, "
+        f"client {timings.get('client_first_byte_ms')} ms, done {timings.get('duration_ms')} ms; "
+        f"attempts {len(record.get('attempts') or [])}",
+        file=out,
+    )
     if record.get("error"):
         print(f"error: {record['error']}", file=out)
 
@@ -148,8 +157,10 @@ def tail(sink: LogSink, interval: float, out: TextIO, rounds: int | None = None)
 def run(args: argparse.Namespace) -> int:
     sink = sink_from(args)
     if sink is None:
-        print("ccproxy: no exchange logs configured: set CCPROXY_LOG_DIR or CCPROXY_LOG_BUCKET, "
-              "or pass --dir / --bucket", file=sys.stderr)
+        print(
+            "ccproxy: no exchange logs configured: set CCPROXY_LOG_DIR or CCPROXY_LOG_BUCKET, or pass --dir / --bucket",
+            file=sys.stderr,
+        )
         return 2
     if args.action == "list":
         return list_records(sink, args.day, args.limit, sys.stdout)

@@ -147,9 +147,7 @@ def _filtered(events: list[StreamEvent], transform: EventFilter | None) -> list[
     return out
 
 
-def _convert(
-    events: list[StreamEvent], encoder: StreamEncoder, observe: Observer | None
-) -> tuple[bytes, bool]:
+def _convert(events: list[StreamEvent], encoder: StreamEncoder, observe: Observer | None) -> tuple[bytes, bool]:
     """The client's bytes for these events, and whether they ended in an error
     (after which the upstream is read no further)."""
     parts = []
@@ -172,7 +170,9 @@ class Relay:
     States: the buffer holds the start of a record not yet whole; a record
     (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
 
-    def __init__(self, codec: Codec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, codec: Codec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES
+    ) -> None:
         self.codec = codec
         self.model = model
         self.sse = codec.stream_media_type == "text/event-stream"

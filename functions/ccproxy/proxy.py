@@ -119,7 +119,9 @@ class Proxy:
         if operation == "get_model":
             model = call.ctx.model or ""
             if model not in names:
-                raise ProxyError(404, f"model {model!r} is not an alias of group {call.group!r}", code="model_not_found")
+                raise ProxyError(
+                    404, f"model {model!r} is not an alias of group {call.group!r}", code="model_not_found"
+                )
             return Answer(json=call.codec.encode_model(model))
         return Answer(json=_decoded(lambda: call.codec.answer_locally(call.route.endpoint, call.body, names)))
 
@@ -146,21 +148,34 @@ class Proxy:
             if time.monotonic() >= deadline:
                 break
             provider = self.config.providers[entry.target.provider]
-            attempt = Attempt(entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry)
+            attempt = Attempt(
+                entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry
+            )
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
             passthrough = attempt.codec is client and call.route.passthrough and not compat
             call.target = str(entry.target)
             if exchange is not None:
-                exchange.target = {"provider": entry.target.provider, "model": entry.target.model, "protocol": provider.protocol}
+                exchange.target = {
+                    "provider": entry.target.provider,
+                    "model": entry.target.model,
+                    "protocol": provider.protocol,
+                }
                 exchange.key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
                 exchange.compat, exchange.passthrough = compat, passthrough
             try:
                 return await self._generate_once(call, request, attempt, passthrough, compat, deadline)
             except ProxyError as error:
                 if exchange is not None:
-                    exchange.attempt(entry.target.provider, entry.target.model, exchange.key_fingerprint or "",
-                                     error.status, error.message)
-                telemetry.record(entry.target.provider, entry.target.model, client.protocol, error.status, None, None, None)
+                    exchange.attempt(
+                        entry.target.provider,
+                        entry.target.model,
+                        exchange.key_fingerprint or "",
+                        error.status,
+                        error.message,
+                    )
+                telemetry.record(
+                    entry.target.provider, entry.target.model, client.protocol, error.status, None, None, None
+                )
                 if not retryable(error):
                     raise
                 await self.rotation.failed(entry, error, alternatives=len(plan) > 1)
@@ -187,8 +202,15 @@ class Proxy:
 
         async def record() -> None:
             used = usage()
-            telemetry.record(attempt.provider_id, attempt.target.model, call.codec.protocol, 200, latency_ms,
-                             used.input_tokens, used.output_tokens)
+            telemetry.record(
+                attempt.provider_id,
+                attempt.target.model,
+                call.codec.protocol,
+                200,
+                latency_ms,
+                used.input_tokens,
+                used.output_tokens,
+            )
             if attempt.entry is None:
                 return
             try:
@@ -244,8 +266,11 @@ class Proxy:
                 exchange.client_response.add(out)
                 exchange.answered(decoded)
                 exchange.mark_client_first_byte()
-            return Answer(raw=out, headers=answer_headers,
-                          after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)])
+            return Answer(
+                raw=out,
+                headers=answer_headers,
+                after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)],
+            )
 
         _check_stream_type(response, upstream)
         accumulator = Accumulator()
@@ -261,9 +286,9 @@ class Proxy:
                 return encoder.feed(StreamError(error)) + encoder.close()
 
             relay = Relay(upstream, request.model, secrets, self.config.limits.record_bytes)
-            stream = relay_stream(chunks, relay, self._stream_decoder(upstream),
-                                  accumulator.add, error_event)
+            stream = relay_stream(chunks, relay, self._stream_decoder(upstream), accumulator.add, error_event)
         else:
+
             def observe(event: StreamEvent) -> None:
                 if isinstance(event, StreamError):  # its message reaches the client
                     event.error.message = scrub(event.error.message, self.keys.secrets())
@@ -320,8 +345,9 @@ class Proxy:
                 502, f"cannot reach provider {attempt.provider_id!r} ({type(exc).__name__})", kind="unavailable"
             ) from None
 
-    async def _upstream_error(self, response: httpx.Response, attempt: Attempt, passthrough: bool,
-                              deadline: float) -> Answer:
+    async def _upstream_error(
+        self, response: httpx.Response, attempt: Attempt, passthrough: bool, deadline: float
+    ) -> Answer:
         content = await _read(response, deadline, self.config.limits.answer_bytes)
         error = _error_of(attempt.codec, response, content)
         error.status = response.status_code
@@ -392,7 +418,9 @@ class Proxy:
         if passthrough:
             return Answer(raw=content)
         parsed = _parse_json(content)
-        return Answer(json=client.encode_count_response(upstream_decoded(lambda: upstream.decode_count_response(parsed))))
+        return Answer(
+            json=client.encode_count_response(upstream_decoded(lambda: upstream.decode_count_response(parsed)))
+        )
 
     async def embed(self, call: Call) -> Answer:
         client = call.codec
@@ -407,8 +435,11 @@ class Proxy:
                 f"({upstream.protocol}) has no embeddings",
             )
         passthrough = upstream is client and call.route.passthrough
-        body = upstream.passthrough_body(call.body, model) if passthrough else _decoded(
-            lambda: upstream.encode_embed_request(request, model))
+        body = (
+            upstream.passthrough_body(call.body, model)
+            if passthrough
+            else _decoded(lambda: upstream.encode_embed_request(request, model))
+        )
         content = await self._call_once(attempt, path, body)
         if passthrough:
             return Answer(raw=content)
@@ -419,7 +450,9 @@ class Proxy:
     def _first_target(self, call: Call, model: str) -> Attempt:
         return self._attempt(routing.resolve(self.config, call.group, model).targets[0])
 
-    async def _call_once(self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None) -> bytes:
+    async def _call_once(
+        self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> bytes:
         deadline = time.monotonic() + self.config.deadline
         response = await self._send(attempt, attempt.provider.base_url + path, body, headers, None, deadline)
         content = await _read(response, deadline, self.config.limits.answer_bytes)
@@ -449,7 +482,9 @@ def _decoded(decode: Callable[[], T]) -> T:
     except KeyError as exc:
         raise ProxyError(400, f"invalid request: the field {exc} is missing", kind="invalid_request") from None
     except (TypeError, AttributeError, IndexError, ValueError) as exc:
-        raise ProxyError(400, f"invalid request: a field has the wrong type or value ({exc})", kind="invalid_request") from None
+        raise ProxyError(
+            400, f"invalid request: a field has the wrong type or value ({exc})", kind="invalid_request"
+        ) from None
 
 
 def _error_of(upstream: Codec, response: httpx.Response, content: bytes) -> ProxyError:
@@ -476,8 +511,9 @@ def _check_stream_type(response: httpx.Response, upstream: Codec) -> None:
     still say so."""
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != upstream.stream_media_type and media_type not in _TOLERATED_STREAM_TYPES:
-        raise ProxyError(502, f"the upstream answered a stream request with {media_type}, not a stream",
-                         kind="unavailable")
+        raise ProxyError(
+            502, f"the upstream answered a stream request with {media_type}, not a stream", kind="unavailable"
+        )
 
 
 def _media(request: Request) -> list[Image | Document]:
@@ -569,4 +605,3 @@ async def _closing(stream: AsyncIterator[bytes], response: httpx.Response) -> As
             yield piece
     finally:
         await response.aclose()
-

@@ -144,11 +144,21 @@ class Rotation:
         soonest = min(c.until for c in cooling.values())
         wait = max(1.0, soonest - now)
         if all(c.reason in RATE_LIMIT_REASONS for c in cooling.values()):
-            raise ProxyError(429, f"every key for this model is rate limited; retry in {round(wait)} s",
-                             kind="rate_limit", code="all_keys_cooling", retry_after=wait)
+            raise ProxyError(
+                429,
+                f"every key for this model is rate limited; retry in {round(wait)} s",
+                kind="rate_limit",
+                code="all_keys_cooling",
+                retry_after=wait,
+            )
         # Failing upstreams are not the client's doing: not a rate limit.
-        raise ProxyError(503, f"every upstream for this model is failing or refusing its key; retry in {round(wait)} s",
-                         kind="unavailable", code="all_keys_cooling", retry_after=wait)
+        raise ProxyError(
+            503,
+            f"every upstream for this model is failing or refusing its key; retry in {round(wait)} s",
+            kind="unavailable",
+            code="all_keys_cooling",
+            retry_after=wait,
+        )
 
     async def _cooling(self, names: tuple[str, ...], now: float) -> dict[str, Cooldown]:
         view = self._views.get(names)

@@ -16,12 +16,12 @@ from .errors import ProxyError
 class Resolution:
     group_name: str
     group: Group
-    alias: str          # the matching alias glob
-    model: str          # the client's model name, without any group@ part
+    alias: str  # the matching alias glob
+    model: str  # the client's model name, without any group@ part
     targets: tuple[Target, ...]
 
 
-_GLOB_CHARS = frozenset("*?[")      # what makes an alias a glob (fnmatch's syntax)
+_GLOB_CHARS = frozenset("*?[")  # what makes an alias a glob (fnmatch's syntax)
 _BOUNDARY_CHARS = frozenset("*?[]")  # what may end a glob's literal tail
 
 # (position in config order, alias, its compiled fnmatch regex's match)
@@ -83,7 +83,7 @@ class _AliasMatcher:
         for length in self.tail_lengths:
             if length > size:
                 break
-            bucket = self.tails.get(name[size - length:])
+            bucket = self.tails.get(name[size - length :])
             if bucket:
                 found += bucket
         found.sort(key=_position)
@@ -110,7 +110,7 @@ def _literal_tail(glob: str) -> str:
     # Stopping at `]` too keeps a bracket expression's inside out of the tail.
     for position in range(len(glob) - 1, -1, -1):
         if glob[position] in _BOUNDARY_CHARS:
-            return glob[position + 1:]
+            return glob[position + 1 :]
     return glob
 
 

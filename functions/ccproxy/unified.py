@@ -94,9 +94,7 @@ class ToolResult(_Model):
     type: Literal["tool_result"] = "tool_result"
     id: str
     name: str | None = None
-    content: list[Annotated[Union[Text, Image, Document], Field(discriminator="type")]] = Field(
-        default_factory=list
-    )
+    content: list[Annotated[Union[Text, Image, Document], Field(discriminator="type")]] = Field(default_factory=list)
     is_error: bool = False
     cache: CacheMark | None = None
 
@@ -119,7 +117,9 @@ class ServerToolUse(_Model):
     results: list[SearchResult] = Field(default_factory=list)
 
 
-Part = Annotated[Union[Text, Image, Document, Thinking, ToolCall, ToolResult, ServerToolUse], Field(discriminator="type")]
+Part = Annotated[
+    Union[Text, Image, Document, Thinking, ToolCall, ToolResult, ServerToolUse], Field(discriminator="type")
+]
 
 
 Role = Literal["user", "assistant", "system"]
@@ -223,14 +223,14 @@ class Request(_Model):
 # ---------------------------------------------------------------- response
 
 StopReason = Literal[
-    "end_turn",        # natural end
-    "max_tokens",      # output limit reached
-    "stop_sequence",   # a client stop sequence matched (Response.stop_sequence)
-    "tool_use",        # the turn ends with tool calls
-    "refusal",         # content filter / safety
-    "pause_turn",      # Anthropic server-tool pause
+    "end_turn",  # natural end
+    "max_tokens",  # output limit reached
+    "stop_sequence",  # a client stop sequence matched (Response.stop_sequence)
+    "tool_use",  # the turn ends with tool calls
+    "refusal",  # content filter / safety
+    "pause_turn",  # Anthropic server-tool pause
     "context_window",  # the model's context window is full
-    "other",           # anything else the upstream reported
+    "other",  # anything else the upstream reported
 ]
 
 
@@ -488,12 +488,24 @@ class Accumulator:
                 if type(part) is _OpenText:
                     content.append(Text(text="".join(part.pieces)))
                 elif type(part) is _OpenThinking:
-                    content.append(Thinking(text="".join(part.pieces), signature=part.signature,
-                                            redacted=part.redacted, origin=part.origin))
+                    content.append(
+                        Thinking(
+                            text="".join(part.pieces),
+                            signature=part.signature,
+                            redacted=part.redacted,
+                            origin=part.origin,
+                        )
+                    )
                 else:
                     content.append(part)  # type: ignore[arg-type]  # ToolCall or ServerToolUse, whole already
-            self._built = Response(id=self._id, model=self._model, content=content, stop_reason=self._stop[0],
-                                   stop_sequence=self._stop[1], usage=Usage(**self._usage))
+            self._built = Response(
+                id=self._id,
+                model=self._model,
+                content=content,
+                stop_reason=self._stop[0],
+                stop_sequence=self._stop[1],
+                usage=Usage(**self._usage),
+            )
         return self._built
 
 

@@ -78,8 +78,10 @@ class UpstreamClient:
             self._options_of = transport.options_of
         limit, limit_per_host, keepalive = self._limits
         pool = self._pools[loop] = transport.AiohttpTransport(
-            limit=limit or transport.LIMIT, limit_per_host=limit_per_host or transport.LIMIT_PER_HOST,
-            keepalive_expiry=keepalive or transport.KEEPALIVE, proxies=self._proxies,
+            limit=limit or transport.LIMIT,
+            limit_per_host=limit_per_host or transport.LIMIT_PER_HOST,
+            keepalive_expiry=keepalive or transport.KEEPALIVE,
+            proxies=self._proxies,
         )
         return pool
 

@@ -12,7 +12,16 @@ from typing import Any
 
 from .base import Context, Dialect, Endpoint, ErrorKind, Recorded, Rejection, StreamPlan, dumps
 from .checks import Problems, join, kind
-from .scenarios import CACHED_TOKENS, CALL_IDS, CLAUDE_SIGNATURE, COUNT_TOKENS, OUTPUT_TOKENS, PROMPT_TOKENS, Turn, pieces
+from .scenarios import (
+    CACHED_TOKENS,
+    CALL_IDS,
+    CLAUDE_SIGNATURE,
+    COUNT_TOKENS,
+    OUTPUT_TOKENS,
+    PROMPT_TOKENS,
+    Turn,
+    pieces,
+)
 
 MESSAGE_ID = "msg_01FakeUpstream0123456789"
 INPUT_TOKENS = PROMPT_TOKENS - CACHED_TOKENS  # 16: input_tokens excludes cached tokens

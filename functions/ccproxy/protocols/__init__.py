@@ -9,8 +9,7 @@ from .ollama import OllamaCodec
 from .openai import OpenAICodec
 
 CODECS: dict[str, Codec] = {
-    codec.protocol: codec
-    for codec in (OpenAICodec(), ClaudeCodec(), GeminiCodec(), OllamaCodec())
+    codec.protocol: codec for codec in (OpenAICodec(), ClaudeCodec(), GeminiCodec(), OllamaCodec())
 }
 
 __all__ = ["CODECS", "ClientContext", "Codec", "Route", "StreamDecoder", "StreamEncoder"]

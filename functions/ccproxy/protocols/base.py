@@ -28,12 +28,12 @@ from ..unified import (
 )
 
 Operation = Literal[
-    "generate",       # chat / messages / generateContent: the main route
+    "generate",  # chat / messages / generateContent: the main route
     "count_tokens",
     "embed",
     "list_models",
     "get_model",
-    "local",          # answered by the codec alone (Ollama's /api/version, /api/show)
+    "local",  # answered by the codec alone (Ollama's /api/version, /api/show)
 ]
 
 
@@ -67,9 +67,9 @@ class Route:
 class ClientContext:
     """What the route tells the codec beyond the body."""
 
-    model: str | None = None   # from the path (Gemini)
+    model: str | None = None  # from the path (Gemini)
     stream: bool | None = None  # from the path (Gemini)
-    endpoint: str = ""          # from the route (Ollama generate)
+    endpoint: str = ""  # from the route (Ollama generate)
     headers: Mapping[str, str] = field(default_factory=dict)  # the client's (Anthropic's betas)
 
 

@@ -74,8 +74,11 @@ SYSTEM_TURNS_BETA = "mid-conversation-system-2026-04-07"
 MAX_CACHE_MARKS = 4
 # The wire type of each server tool Anthropic runs, for a request that named
 # the tool in another protocol.
-_SERVER_TOOL_TYPES = {"web_search": "web_search_20250305", "web_fetch": "web_fetch_20250910",
-                      "code_execution": "code_execution_20250825"}
+_SERVER_TOOL_TYPES = {
+    "web_search": "web_search_20250305",
+    "web_fetch": "web_fetch_20250910",
+    "code_execution": "code_execution_20250825",
+}
 _DATED_TOOL = re.compile(r"(.+)_(\d{8})\Z")
 
 # ---------------------------------------------------------------- wire models
@@ -224,16 +227,25 @@ def _document(block: dict[str, Any], where: str) -> Document:
     title = block.get("title") if isinstance(block.get("title"), str) else None
     cache = cache_mark(block)
     if kind == "base64":
-        return Document(media_type=str(source.get("media_type") or "application/pdf"), data=str(source.get("data") or ""),
-                        title=title, cache=cache)
+        return Document(
+            media_type=str(source.get("media_type") or "application/pdf"),
+            data=str(source.get("data") or ""),
+            title=title,
+            cache=cache,
+        )
     if kind == "url":
         return Document(url=str(source.get("url") or ""), title=title, cache=cache)
     if kind == "text":
         return Document(media_type="text/plain", text=str(source.get("data") or ""), title=title, cache=cache)
     if kind == "content":
         inner = source.get("content")
-        text = inner if isinstance(inner, str) else "\n".join(
-            str(b.get("text", "")) for b in inner or [] if isinstance(b, dict) and b.get("type") == "text")
+        text = (
+            inner
+            if isinstance(inner, str)
+            else "\n".join(
+                str(b.get("text", "")) for b in inner or [] if isinstance(b, dict) and b.get("type") == "text"
+            )
+        )
         return Document(media_type="text/plain", text=text, title=title, cache=cache)
     raise ProxyError(400, f"{where}.source.type: give base64, url, text or content", param=f"{where}.source.type")
 
@@ -290,15 +302,23 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
             signature = block.get("signature") or None
             if signature and signature.startswith(GEMINI_MARK):
                 if not block.get("thinking"):
-                    pending_signature = signature[len(GEMINI_MARK):]
+                    pending_signature = signature[len(GEMINI_MARK) :]
                     continue
-                parts.append(Thinking(text=block.get("thinking", ""), signature=signature[len(GEMINI_MARK):], origin="gemini"))
+                parts.append(
+                    Thinking(text=block.get("thinking", ""), signature=signature[len(GEMINI_MARK) :], origin="gemini")
+                )
             else:
-                parts.append(Thinking(text=block.get("thinking", ""), signature=signature, origin="claude" if signature else None))
+                parts.append(
+                    Thinking(
+                        text=block.get("thinking", ""), signature=signature, origin="claude" if signature else None
+                    )
+                )
         elif kind == "redacted_thinking":
             parts.append(Thinking(signature=block.get("data"), redacted=True, origin="claude"))
         elif kind == "server_tool_use" and role == "assistant":
-            use = ServerToolUse(id=str(block.get("id", "")), name=str(block.get("name", "")), input=block.get("input") or {})
+            use = ServerToolUse(
+                id=str(block.get("id", "")), name=str(block.get("name", "")), input=block.get("input") or {}
+            )
             server_uses[use.id] = use
             parts.append(use)
         elif isinstance(kind, str) and kind.endswith("_tool_result") and role == "assistant":
@@ -306,7 +326,9 @@ def _blocks(content: str | list[dict[str, Any]], role: str, where: str) -> list[
             if answered is not None:
                 answered.result = _search_results(block)
         elif kind in ("search_result", "container_upload"):
-            raise ProxyError(400, f"{here}: content blocks of type {kind!r} cannot be converted for this model", param=here)
+            raise ProxyError(
+                400, f"{here}: content blocks of type {kind!r} cannot be converted for this model", param=here
+            )
         else:
             raise ProxyError(400, f"{here}.type: {kind!r} is not a content block this proxy understands", param=here)
     if pending_signature is not None:
@@ -326,16 +348,28 @@ def _decode_tools(tools: list[dict[str, Any]] | None) -> tuple[list[Tool], list[
             # has an equivalent of and leaves the rest out.
             dated = _DATED_TOOL.match(str(kind))
             options = {k: v for k, v in tool.items() if k not in ("type", "name", "cache_control")}
-            server.append(ServerTool(kind=dated.group(1) if dated else str(kind), name=str(tool.get("name") or kind),
-                                     options=options, wire=tool))
+            server.append(
+                ServerTool(
+                    kind=dated.group(1) if dated else str(kind),
+                    name=str(tool.get("name") or kind),
+                    options=options,
+                    wire=tool,
+                )
+            )
             continue
         if not isinstance(tool.get("name"), str):
             raise ProxyError(400, f"tools.{i}.name: a tool needs a name", param=f"tools.{i}.name")
         schema = tool.get("input_schema")
         if schema is not None and not isinstance(schema, dict):
             raise ProxyError(400, f"tools.{i}.input_schema: give a JSON Schema object", param=f"tools.{i}.input_schema")
-        out.append(Tool(name=tool["name"], description=tool.get("description"),
-                        parameters=schema or {"type": "object", "properties": {}}, cache=cache_mark(tool)))
+        out.append(
+            Tool(
+                name=tool["name"],
+                description=tool.get("description"),
+                parameters=schema or {"type": "object", "properties": {}},
+                cache=cache_mark(tool),
+            )
+        )
     return out, server
 
 
@@ -344,7 +378,9 @@ def _decode_tool_choice(choice: dict[str, Any] | None) -> tuple[ToolChoice | Non
         return None, None
     kind = choice.get("type")
     if kind not in ("auto", "any", "tool", "none"):
-        raise ProxyError(400, f"tool_choice.type: {kind!r} is not one of auto, any, tool, none", param="tool_choice.type")
+        raise ProxyError(
+            400, f"tool_choice.type: {kind!r} is not one of auto, any, tool, none", param="tool_choice.type"
+        )
     parallel = False if choice.get("disable_parallel_tool_use") else None
     return ToolChoice(mode=kind, name=choice.get("name")), parallel
 
@@ -355,8 +391,12 @@ def _decode_reasoning(thinking: dict[str, Any] | None, output_config: dict[str, 
         return Reasoning(enabled=True, effort=effort) if effort else None
     kind = thinking.get("type")
     if kind == "enabled":
-        return Reasoning(enabled=True, budget_tokens=thinking.get("budget_tokens"), effort=effort,
-                         include_thoughts=thinking.get("display") != "omitted")
+        return Reasoning(
+            enabled=True,
+            budget_tokens=thinking.get("budget_tokens"),
+            effort=effort,
+            include_thoughts=thinking.get("display") != "omitted",
+        )
     if kind == "adaptive":
         return Reasoning(enabled=True, effort=effort)
     return Reasoning(enabled=False)
@@ -413,9 +453,9 @@ class _Block(enum.Enum):
 
 
 class _EncoderState(enum.Enum):
-    FRESH = "fresh"          # message_start not sent
+    FRESH = "fresh"  # message_start not sent
     STREAMING = "streaming"  # inside the message
-    ERRORED = "errored"      # an error event ended it
+    ERRORED = "errored"  # an error event ended it
 
 
 class _EventEncoder(StreamEncoder):
@@ -469,7 +509,9 @@ class _EventEncoder(StreamEncoder):
         self.block = kind
         index = self.next_index
         self.next_index += 1
-        return out + self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+        return out + self._event(
+            "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+        )
 
     def _delta(self, delta: dict[str, Any], index: int | None = None) -> bytes:
         at = self.next_index - 1 if index is None else index
@@ -511,20 +553,32 @@ class _EventEncoder(StreamEncoder):
                     return out
                 if self.block is not _Block.THINKING:
                     return out + self._signature_block(_signature_out(signature, origin))
-                return out + self._delta({"type": "signature_delta", "signature": _signature_out(signature, origin)}) + self._close_block()
+                return (
+                    out
+                    + self._delta({"type": "signature_delta", "signature": _signature_out(signature, origin)})
+                    + self._close_block()
+                )
             case RedactedThinking(data=data):
-                return out + self._open_block(_Block.THINKING, {"type": "redacted_thinking", "data": data}) + self._close_block()
+                return (
+                    out
+                    + self._open_block(_Block.THINKING, {"type": "redacted_thinking", "data": data})
+                    + self._close_block()
+                )
             case ToolCallStart(index=index, id=call_id, name=name, signature=signature, origin=origin):
                 held, self.held_signature = self.held_signature, None
                 if signature or held:
                     out += self._signature_block(_signature_out(signature, origin) if signature else held or "")
-                out += self._open_block(_Block.TOOL, {"type": "tool_use", "id": for_anthropic(call_id), "name": name, "input": {}})
+                out += self._open_block(
+                    _Block.TOOL, {"type": "tool_use", "id": for_anthropic(call_id), "name": name, "input": {}}
+                )
                 self.tool_blocks[index] = self.next_index - 1
                 return out
             case ToolCallDelta(index=index, arguments=arguments):
                 if index not in self.tool_blocks or not arguments:
                     return out
-                return out + self._delta({"type": "input_json_delta", "partial_json": arguments}, self.tool_blocks[index])
+                return out + self._delta(
+                    {"type": "input_json_delta", "partial_json": arguments}, self.tool_blocks[index]
+                )
             case ToolCallEnd(index=index):
                 if self.block is _Block.TOOL and self.tool_blocks.get(index) == self.next_index - 1:
                     out += self._close_block()
@@ -557,23 +611,42 @@ class _EventEncoder(StreamEncoder):
 def _server_blocks(use: ServerToolUse) -> tuple[dict[str, Any], dict[str, Any]]:
     """A server tool's run as Anthropic shows it: the use, then its result."""
     use_id = use.id if use.id.startswith("srvtoolu_") else "srvtoolu_" + for_anthropic(use.id)
-    results = [{"type": "web_search_result", "url": r.url, "title": r.title or r.url, "encrypted_content": "",
-                "page_age": None} for r in use.results]
-    return ({"type": "server_tool_use", "id": use_id, "name": use.name, "input": use.input},
-            {"type": f"{use.name}_tool_result", "tool_use_id": use_id, "content": results})
+    results = [
+        {
+            "type": "web_search_result",
+            "url": r.url,
+            "title": r.title or r.url,
+            "encrypted_content": "",
+            "page_age": None,
+        }
+        for r in use.results
+    ]
+    return (
+        {"type": "server_tool_use", "id": use_id, "name": use.name, "input": use.input},
+        {"type": f"{use.name}_tool_result", "tool_use_id": use_id, "content": results},
+    )
 
 
 def _server_use(use_block: dict[str, Any], result_block: dict[str, Any] | None) -> ServerToolUse:
     """A server tool's use and result blocks from an Anthropic answer."""
     raw_input = use_block.get("input")
-    use = ServerToolUse(id=str(use_block.get("id") or new_call_id("srvtoolu_")), name=str(use_block.get("name") or ""),
-                        input=raw_input if isinstance(raw_input, dict) else {})
+    use = ServerToolUse(
+        id=str(use_block.get("id") or new_call_id("srvtoolu_")),
+        name=str(use_block.get("name") or ""),
+        input=raw_input if isinstance(raw_input, dict) else {},
+    )
     if result_block is not None:
         use.result = _search_results(result_block)
         content = result_block.get("content")
-        use.results = [SearchResult(url=item["url"], title=item.get("title"))
-                       for item in content if isinstance(item, dict) and isinstance(item.get("url"), str)
-                       ] if isinstance(content, list) else []
+        use.results = (
+            [
+                SearchResult(url=item["url"], title=item.get("title"))
+                for item in content
+                if isinstance(item, dict) and isinstance(item.get("url"), str)
+            ]
+            if isinstance(content, list)
+            else []
+        )
     return use
 
 
@@ -585,10 +658,10 @@ def _error_body(error: ProxyError) -> dict[str, Any]:
 
 
 class _DecoderState(enum.Enum):
-    WAITING = "waiting"      # before message_start
+    WAITING = "waiting"  # before message_start
     STREAMING = "streaming"  # blocks arriving
-    FINISHED = "finished"    # message_delta with stop_reason seen
-    DONE = "done"            # message_stop or error
+    FINISHED = "finished"  # message_delta with stop_reason seen
+    DONE = "done"  # message_stop or error
 
 
 class _EventDecoder(RecordDecoder):
@@ -628,7 +701,11 @@ class _EventDecoder(RecordDecoder):
                 call = self.calls
                 self.calls += 1
                 self.blocks[index] = ("tool_use", call)
-                events.append(ToolCallStart(call, block.get("id") or new_call_id("toolu_"), block.get("name", ""), origin="claude"))
+                events.append(
+                    ToolCallStart(
+                        call, block.get("id") or new_call_id("toolu_"), block.get("name", ""), origin="claude"
+                    )
+                )
                 if block.get("input"):
                     events.append(ToolCallDelta(call, json.dumps(block["input"])))
             else:
@@ -674,7 +751,6 @@ class _EventDecoder(RecordDecoder):
         elif kind == "error":
             events.append(StreamError(_in_stream_error(body.get("error") if isinstance(body, dict) else None)))
             self.state = _DecoderState.DONE
-
 
     def _server_result(self, block: dict[str, Any], events: list[StreamEvent]) -> None:
         for index, (use, pieces) in list(self.server_uses.items()):
@@ -729,7 +805,9 @@ def _content(message: Message, keep_thinking: bool) -> list[dict[str, Any]]:
         elif isinstance(part, Document):
             blocks.append(_document_block(part))
         elif isinstance(part, ToolCall):
-            blocks.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
+            blocks.append(
+                {"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments}
+            )
         elif isinstance(part, ToolResult):
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": for_anthropic(part.id)}
             inner = [_result_block(p) for p in part.content if not (isinstance(p, Text) and not p.text)]
@@ -788,8 +866,16 @@ def _messages(request: Request, keep_thinking: bool, system_turns: bool) -> list
     for message in request.messages:
         if message.role == "system":
             if system_turns:
-                out.append({"role": "system", "content": [_marked({"type": "text", "text": p.text}, p.cache)
-                                                          for p in message.content if isinstance(p, Text) and p.text]})
+                out.append(
+                    {
+                        "role": "system",
+                        "content": [
+                            _marked({"type": "text", "text": p.text}, p.cache)
+                            for p in message.content
+                            if isinstance(p, Text) and p.text
+                        ],
+                    }
+                )
             continue
         blocks = _content(message, keep_thinking)
         if not blocks:
@@ -802,7 +888,9 @@ def _messages(request: Request, keep_thinking: bool, system_turns: bool) -> list
             out.append({"role": message.role, "content": blocks})
     first = next((m for m in out if m["role"] != "system"), None)
     if first is not None and first["role"] != "user":
-        out.insert(out.index(first), {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
+        out.insert(
+            out.index(first), {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]}
+        )
     return out
 
 
@@ -830,7 +918,9 @@ def _tools_and_choice(request: Request, thinking: bool) -> dict[str, Any]:
     if not request.tools and not server:
         return body
     body["tools"] = [
-        _marked({"name": t.name, "description": t.description or "", "input_schema": _object_schema(t.parameters)}, t.cache)
+        _marked(
+            {"name": t.name, "description": t.description or "", "input_schema": _object_schema(t.parameters)}, t.cache
+        )
         for t in request.tools
     ] + server
     choice = request.tool_choice
@@ -893,19 +983,29 @@ class ClaudeCodec(Codec):
                 if part.text:
                     content.append({"type": "text", "text": part.text})
             elif isinstance(part, Thinking):
-                trailing = content and not part.text and not isinstance(parts[i + 1] if i + 1 < len(parts) else None, ToolCall)
+                trailing = (
+                    content and not part.text and not isinstance(parts[i + 1] if i + 1 < len(parts) else None, ToolCall)
+                )
                 if trailing and not part.redacted:
                     continue  # as in streams: no empty thinking block after the answer began
                 if part.redacted:
                     content.append({"type": "redacted_thinking", "data": part.signature or ""})
                 else:
-                    content.append({"type": "thinking", "thinking": part.text,
-                                    "signature": _signature_out(part.signature, part.origin)})
+                    content.append(
+                        {
+                            "type": "thinking",
+                            "thinking": part.text,
+                            "signature": _signature_out(part.signature, part.origin),
+                        }
+                    )
             elif isinstance(part, ToolCall):
                 if part.signature:
-                    content.append({"type": "thinking", "thinking": "",
-                                    "signature": _signature_out(part.signature, part.origin)})
-                content.append({"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments})
+                    content.append(
+                        {"type": "thinking", "thinking": "", "signature": _signature_out(part.signature, part.origin)}
+                    )
+                content.append(
+                    {"type": "tool_use", "id": for_anthropic(part.id), "name": part.name, "input": part.arguments}
+                )
             elif isinstance(part, ServerToolUse):
                 content.extend(_server_blocks(part))
         stop = response.stop_reason
@@ -955,7 +1055,9 @@ class ClaudeCodec(Codec):
             note = "Answer with one JSON object and nothing else."
             system = f"{system}\n\n{note}" if system else note
         if system:
-            body["system"] = [_marked({"type": "text", "text": system}, request.system_cache)] if request.system_cache else system
+            body["system"] = (
+                [_marked({"type": "text", "text": system}, request.system_cache)] if request.system_cache else system
+            )
         if thinking:
             assert reasoning is not None
             budget = max(reasoning.budget_tokens or effort_to_budget(reasoning.effort), MIN_THINKING_BUDGET)
@@ -989,11 +1091,18 @@ class ClaudeCodec(Codec):
 
     def left_out(self, request: Request) -> list[str]:
         # A tool in Anthropic's own wire form is sent as it came.
-        return [f"server tool {t.name} ({t.kind})" for t in request.server_tools
-                if not t.wire and t.kind not in self.server_tools]
+        return [
+            f"server tool {t.name} ({t.kind})"
+            for t in request.server_tools
+            if not t.wire and t.kind not in self.server_tools
+        ]
 
     def rename_model(self, answer: Any, model: str) -> None:
-        if isinstance(answer, dict) and answer.get("type") == "message_start" and isinstance(answer.get("message"), dict):
+        if (
+            isinstance(answer, dict)
+            and answer.get("type") == "message_start"
+            and isinstance(answer.get("message"), dict)
+        ):
             answer["message"]["model"] = model
         else:
             super().rename_model(answer, model)
@@ -1002,8 +1111,11 @@ class ClaudeCodec(Codec):
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
             raise ProxyError(502, "the upstream answer has no content")
         content: list[Any] = []
-        results = {b.get("tool_use_id"): b for b in body["content"]
-                   if isinstance(b, dict) and str(b.get("type", "")).endswith("_tool_result")}
+        results = {
+            b.get("tool_use_id"): b
+            for b in body["content"]
+            if isinstance(b, dict) and str(b.get("type", "")).endswith("_tool_result")
+        }
         for block in body["content"]:
             if not isinstance(block, dict):
                 raise ProxyError(502, "the upstream answer holds a content block that is not an object")
@@ -1013,12 +1125,20 @@ class ClaudeCodec(Codec):
             elif kind == "text":
                 content.append(Text(text=block.get("text", "")))
             elif kind == "thinking":
-                content.append(Thinking(text=block.get("thinking", ""), signature=block.get("signature"), origin="claude"))
+                content.append(
+                    Thinking(text=block.get("thinking", ""), signature=block.get("signature"), origin="claude")
+                )
             elif kind == "redacted_thinking":
                 content.append(Thinking(signature=block.get("data"), redacted=True, origin="claude"))
             elif kind == "tool_use":
-                content.append(ToolCall(id=block.get("id") or new_call_id("toolu_"), name=block.get("name", ""),
-                                        arguments=block.get("input") or {}, origin="claude"))
+                content.append(
+                    ToolCall(
+                        id=block.get("id") or new_call_id("toolu_"),
+                        name=block.get("name", ""),
+                        arguments=block.get("input") or {},
+                        origin="claude",
+                    )
+                )
         return Response(
             id=body.get("id"),
             model=body.get("model"),
@@ -1042,8 +1162,12 @@ class ClaudeCodec(Codec):
 
     def encode_model_list(self, names: list[str]) -> dict[str, Any]:
         data = [self.encode_model(name) for name in names]
-        return {"data": data, "has_more": False, "first_id": names[0] if names else None,
-                "last_id": names[-1] if names else None}
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
 
     def encode_model(self, name: str) -> dict[str, Any]:
         return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
@@ -1061,7 +1185,9 @@ class ClaudeCodec(Codec):
 
     def encode_count_request(self, request: Request, model: str) -> dict[str, Any]:
         body = self.encode_request(request.model_copy(update={"stream": False}), model)
-        return {k: v for k, v in body.items() if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")}
+        return {
+            k: v for k, v in body.items() if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")
+        }
 
     def decode_count_response(self, body: Any) -> int:
         return int(body.get("input_tokens", 0))

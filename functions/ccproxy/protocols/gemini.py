@@ -97,8 +97,18 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 # ---------------------------------------------------------------- mappings
 
-_BLOCKED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-                      "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
+_BLOCKED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
 _STOP_TO_WIRE = {
     "end_turn": "STOP",
     "stop_sequence": "STOP",
@@ -215,9 +225,15 @@ def _decode_parts(parts: Any, where: str) -> list[Any]:
             args = call.get("args") or {}
             if not isinstance(args, dict):
                 raise _bad(f"{here}.functionCall.args: must be an object", here)
-            out.append(ToolCall(id=call.get("id") or "", name=call.get("name", ""), arguments=args,
-                                signature=signature if signature not in _SENTINELS else None,
-                                origin="gemini" if signature else None))
+            out.append(
+                ToolCall(
+                    id=call.get("id") or "",
+                    name=call.get("name", ""),
+                    arguments=args,
+                    signature=signature if signature not in _SENTINELS else None,
+                    origin="gemini" if signature else None,
+                )
+            )
         elif response is not None:
             out.append(_tool_result(response, here))
         elif inline is not None:
@@ -238,8 +254,11 @@ def _decode_parts(parts: Any, where: str) -> list[Any]:
         elif signature:
             out.append(Thinking(signature=signature, origin="gemini"))
         else:
-            raise _bad(f"{here}: this part holds nothing ccproxy can convert (text, inlineData, fileData, "
-                       "functionCall, functionResponse)", here)
+            raise _bad(
+                f"{here}: this part holds nothing ccproxy can convert (text, inlineData, fileData, "
+                "functionCall, functionResponse)",
+                here,
+            )
     for part in out:
         if isinstance(part, ToolCall) and not part.id:
             part.id = new_call_id()
@@ -271,7 +290,11 @@ def _tool_result(response: dict[str, Any], where: str) -> ToolResult:
         raise _bad(f"{where}.functionResponse.name: required", where)
     body = response.get("response")
     is_error = False
-    if isinstance(body, dict) and set(body) <= {"output", "result"} and isinstance(body.get("output", body.get("result")), str):
+    if (
+        isinstance(body, dict)
+        and set(body) <= {"output", "result"}
+        and isinstance(body.get("output", body.get("result")), str)
+    ):
         text = body.get("output", body.get("result"))
     elif isinstance(body, dict) and set(body) == {"error"}:
         is_error = True
@@ -297,7 +320,9 @@ def _decode_server_tools(tools: Any) -> list[ServerTool]:
         for key, kind in _SERVER_TOOLS.items():
             options = _get(entry, key)
             if options is not None:
-                out.append(ServerTool(kind=kind, name=_snake(key), options=options if isinstance(options, dict) else {}))
+                out.append(
+                    ServerTool(kind=kind, name=_snake(key), options=options if isinstance(options, dict) else {})
+                )
     return out
 
 
@@ -310,8 +335,13 @@ def _decode_tools(tools: Any) -> list[Tool]:
             schema = _get(declaration, "parametersJsonSchema")
             if schema is None:
                 schema = from_gemini(declaration.get("parameters")) if declaration.get("parameters") else None
-            out.append(Tool(name=declaration.get("name", ""), description=declaration.get("description"),
-                            parameters=schema or {"type": "object", "properties": {}}))
+            out.append(
+                Tool(
+                    name=declaration.get("name", ""),
+                    description=declaration.get("description"),
+                    parameters=schema or {"type": "object", "properties": {}},
+                )
+            )
     return out
 
 
@@ -362,11 +392,16 @@ def _decode_request(body: Any, model: str, stream: bool) -> Request:
         raise _bad("the request body must be a JSON object")
     generation = _get(body, "generationConfig") or {}
     if (_get(generation, "candidateCount") or 1) != 1:
-        raise _bad("generationConfig.candidateCount: ccproxy returns one candidate; send 1", "generationConfig.candidateCount")
+        raise _bad(
+            "generationConfig.candidateCount: ccproxy returns one candidate; send 1", "generationConfig.candidateCount"
+        )
     system = _get(body, "systemInstruction")
     system_text = None
     if isinstance(system, dict):
-        system_text = "\n\n".join(p.get("text", "") for p in system.get("parts") or [] if isinstance(p, dict) and p.get("text")) or None
+        system_text = (
+            "\n\n".join(p.get("text", "") for p in system.get("parts") or [] if isinstance(p, dict) and p.get("text"))
+            or None
+        )
     elif isinstance(system, str):
         system_text = system or None
     reasoning = _decode_reasoning(generation)
@@ -411,7 +446,7 @@ def _candidate(parts: list[dict[str, Any]], finish: str | None = None) -> dict[s
 
 class _EncoderState(enum.Enum):
     STREAMING = "streaming"  # chunks go out as events arrive
-    ERRORED = "errored"      # an error record ended the stream
+    ERRORED = "errored"  # an error record ended the stream
 
 
 class _ChunkEncoder(StreamEncoder):
@@ -499,10 +534,10 @@ def _error_body(error: ProxyError) -> dict[str, Any]:
 
 
 class _DecoderState(enum.Enum):
-    WAITING = "waiting"      # no chunk yet
+    WAITING = "waiting"  # no chunk yet
     STREAMING = "streaming"  # chunks arriving
-    FINISHED = "finished"    # a finishReason seen
-    FAILED = "failed"        # an error record seen
+    FINISHED = "finished"  # a finishReason seen
+    FAILED = "failed"  # an error record seen
 
 
 class _ChunkDecoder(RecordDecoder):
@@ -554,8 +589,11 @@ class _ChunkDecoder(RecordDecoder):
         if call is not None:
             index = self.calls
             self.calls += 1
-            events.append(ToolCallStart(index, call.get("id") or new_call_id(), call.get("name", ""),
-                                        signature=signature, origin="gemini"))
+            events.append(
+                ToolCallStart(
+                    index, call.get("id") or new_call_id(), call.get("name", ""), signature=signature, origin="gemini"
+                )
+            )
             events.append(ToolCallDelta(index, dumps(call.get("args") or {})))
             events.append(ToolCallEnd(index))
         elif part.get("thought"):
@@ -580,17 +618,22 @@ def _grounding(candidate: Any) -> ServerToolUse | None:
     for chunk in _get(meta, "groundingChunks") or []:
         web = chunk.get("web") if isinstance(chunk, dict) else None
         if isinstance(web, dict) and isinstance(web.get("uri"), str):
-            results.append(SearchResult(url=web["uri"], title=web.get("title") if isinstance(web.get("title"), str) else None))
+            results.append(
+                SearchResult(url=web["uri"], title=web.get("title") if isinstance(web.get("title"), str) else None)
+            )
     if not queries and not results:
         return None
-    return ServerToolUse(id=new_call_id("srvtoolu_"), name="web_search", input={"query": "; ".join(queries)},
-                         results=results)
+    return ServerToolUse(
+        id=new_call_id("srvtoolu_"), name="web_search", input={"query": "; ".join(queries)}, results=results
+    )
 
 
 def _grounding_json(use: ServerToolUse) -> dict[str, Any]:
     query = use.input.get("query")
-    return {"webSearchQueries": [query] if isinstance(query, str) and query else [],
-            "groundingChunks": [{"web": {"uri": r.url, "title": r.title or r.url}} for r in use.results]}
+    return {
+        "webSearchQueries": [query] if isinstance(query, str) and query else [],
+        "groundingChunks": [{"web": {"uri": r.url, "title": r.title or r.url}} for r in use.results],
+    }
 
 
 def _error_from(body: Any, status: int) -> ProxyError:
@@ -613,8 +656,13 @@ def _error_from(body: Any, status: int) -> ProxyError:
             elif "PerMinute" in quota:
                 code = "quota_per_minute"
     http_status = status if isinstance(status, int) and status >= 400 else 500
-    return ProxyError(http_status, str(error.get("message") or f"upstream error {status}"),
-                      kind=kind_for_status(http_status), code=code, retry_after=retry)
+    return ProxyError(
+        http_status,
+        str(error.get("message") or f"upstream error {status}"),
+        kind=kind_for_status(http_status),
+        code=code,
+        retry_after=retry,
+    )
 
 
 # ---------------------------------------------------------------- upstream request encoding
@@ -654,8 +702,11 @@ def _contents(request: Request) -> list[dict[str, Any]]:
                 parts.append(call)
             elif isinstance(part, ToolResult):
                 parts.append(_response_part(part, names))
-                trailing.extend(_image_part(p) if isinstance(p, Image) else _document_part(p)
-                                for p in part.content if isinstance(p, (Image, Document)))
+                trailing.extend(
+                    _image_part(p) if isinstance(p, Image) else _document_part(p)
+                    for p in part.content
+                    if isinstance(p, (Image, Document))
+                )
         parts.extend(trailing)
         if not parts:
             continue
@@ -694,8 +745,9 @@ def _response_part(result: ToolResult, names: dict[str, str]) -> dict[str, Any]:
         response = parsed if isinstance(parsed, dict) else {"output": text}
     name = result.name or names.get(result.id)
     if not name:
-        raise ProxyError(400, f"tool result {result.id!r} answers no tool call in the conversation; "
-                              "Gemini needs the tool's name")
+        raise ProxyError(
+            400, f"tool result {result.id!r} answers no tool call in the conversation; Gemini needs the tool's name"
+        )
     return {"functionResponse": {"id": result.id, "name": name, "response": response}}
 
 
@@ -798,8 +850,11 @@ class GeminiCodec(Codec):
 
     def left_out(self, request: Request) -> list[str]:
         usable = _usable_server_tools(request)
-        return [f"server tool {t.name} ({t.kind})" + (" beside function tools" if t.kind in self.server_tools else "")
-                for t in request.server_tools if t not in usable] + [f"beta {beta}" for beta in request.betas]
+        return [
+            f"server tool {t.name} ({t.kind})" + (" beside function tools" if t.kind in self.server_tools else "")
+            for t in request.server_tools
+            if t not in usable
+        ] + [f"beta {beta}" for beta in request.betas]
 
     # ------------------------------------------------------------ client side
 
@@ -877,7 +932,9 @@ class GeminiCodec(Codec):
         for content in body.get("contents") or []:
             if not isinstance(content, dict) or content.get("role") != "model":
                 continue
-            calls = [p for p in content.get("parts") or [] if isinstance(p, dict) and _get(p, "functionCall") is not None]
+            calls = [
+                p for p in content.get("parts") or [] if isinstance(p, dict) and _get(p, "functionCall") is not None
+            ]
             if calls and not any(_get(p, "thoughtSignature") for p in calls):
                 calls[0]["thoughtSignature"] = SKIP_SIGNATURE
         return body
@@ -892,8 +949,15 @@ class GeminiCodec(Codec):
             signature = _get(part, "thoughtSignature")
             call = _get(part, "functionCall")
             if call is not None:
-                content.append(ToolCall(id=call.get("id") or new_call_id(), name=call.get("name", ""),
-                                        arguments=call.get("args") or {}, signature=signature, origin="gemini"))
+                content.append(
+                    ToolCall(
+                        id=call.get("id") or new_call_id(),
+                        name=call.get("name", ""),
+                        arguments=call.get("args") or {},
+                        signature=signature,
+                        origin="gemini",
+                    )
+                )
             elif part.get("thought"):
                 content.append(Thinking(text=part.get("text", ""), signature=signature, origin="gemini"))
             else:
@@ -907,8 +971,13 @@ class GeminiCodec(Codec):
         called = any(isinstance(p, ToolCall) for p in content)
         blocked = _get(_get(body, "promptFeedback"), "blockReason")
         stop = "refusal" if blocked else _stop_from_wire(_get(candidate, "finishReason"), called)
-        return Response(id=_get(body, "responseId"), model=_get(body, "modelVersion"), content=content,
-                        stop_reason=stop, usage=_usage_from(_get(body, "usageMetadata")))
+        return Response(
+            id=_get(body, "responseId"),
+            model=_get(body, "modelVersion"),
+            content=content,
+            stop_reason=stop,
+            usage=_usage_from(_get(body, "usageMetadata")),
+        )
 
     def stream_decoder(self) -> StreamDecoder:
         return _ChunkDecoder()
@@ -970,8 +1039,9 @@ class GeminiCodec(Codec):
             dimensions = _get(requests[0], "outputDimensionality")
         else:
             inputs, dimensions = [_embed_text(body, "request")], _get(body, "outputDimensionality")
-        return EmbedRequest(model=ctx.model or "", inputs=inputs, dimensions=dimensions,
-                            client_state={"batch": ctx.endpoint == "batch"})
+        return EmbedRequest(
+            model=ctx.model or "", inputs=inputs, dimensions=dimensions, client_state={"batch": ctx.endpoint == "batch"}
+        )
 
     def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
         if request.client_state.get("batch"):

@@ -11,11 +11,32 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED = frozenset({
-    "type", "format", "title", "description", "nullable", "enum", "items", "properties", "required",
-    "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength", "pattern",
-    "minimum", "maximum", "example", "default", "anyOf", "propertyOrdering",
-})
+ALLOWED = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "items",
+        "properties",
+        "required",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "example",
+        "default",
+        "anyOf",
+        "propertyOrdering",
+    }
+)
 _FOLDED = ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "const", "examples")
 _NOTES = {
     "exclusiveMinimum": "> {}",
@@ -74,8 +95,23 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
     if isinstance(kind, str):
         out["type"] = kind.lower()
 
-    for key in ("format", "title", "description", "minItems", "maxItems", "minProperties", "maxProperties",
-                "minLength", "maxLength", "pattern", "minimum", "maximum", "example", "default", "nullable"):
+    for key in (
+        "format",
+        "title",
+        "description",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "example",
+        "default",
+        "nullable",
+    ):
         if key in node and key not in out:
             out[key] = node[key]
 

@@ -162,7 +162,9 @@ def _images(values: list[str] | None, where: str) -> list[Image]:
         if value.startswith("data:"):
             header, _, value = value.partition(",")
         elif value.startswith(("http://", "https://")):
-            raise ProxyError(400, f"{where}.images.{i}: Ollama images are base64 data, not URLs", param=f"{where}.images")
+            raise ProxyError(
+                400, f"{where}.images.{i}: Ollama images are base64 data, not URLs", param=f"{where}.images"
+            )
         images.append(Image(media_type=sniff_image_type(value), data=value))
     return images
 
@@ -200,8 +202,13 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, list[Message]]
             if message.content:
                 parts.append(Text(text=message.content))
             for call in message.tool_calls or []:
-                parts.append(ToolCall(id=call.id or new_call_id(), name=call.function.name,
-                                      arguments=_arguments(call.function.arguments)))
+                parts.append(
+                    ToolCall(
+                        id=call.id or new_call_id(),
+                        name=call.function.name,
+                        arguments=_arguments(call.function.arguments),
+                    )
+                )
             role = "assistant"
         else:
             if message.content:
@@ -229,7 +236,7 @@ def _decode_format(value: str | dict[str, Any] | None) -> ResponseFormat | None:
         return ResponseFormat(type="json_object")
     if isinstance(value, dict):
         return ResponseFormat(type="json_schema", schema=value)
-    raise ProxyError(400, "format: give \"json\" or a JSON schema", param="format")
+    raise ProxyError(400, 'format: give "json" or a JSON schema', param="format")
 
 
 def _decode_think(value: bool | str | None) -> Reasoning | None:
@@ -260,11 +267,17 @@ def _sampling(wire: _Common) -> dict[str, Any]:
 
 class _EncoderState(enum.Enum):
     STREAMING = "streaming"  # lines go out as events arrive
-    ERRORED = "errored"      # an error line ended the stream
+    ERRORED = "errored"  # an error line ended the stream
 
 
-def _answer(model: str, generate: bool, text: str = "", thinking: str = "",
-            tool_calls: list[dict[str, Any]] | None = None, final: dict[str, Any] | None = None) -> dict[str, Any]:
+def _answer(
+    model: str,
+    generate: bool,
+    text: str = "",
+    thinking: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
+    final: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """An answer object, whole or one stream line: /api/generate's flat
     fields or /api/chat's message (generate has no tool calls); `final`
     (done_reason and metrics) makes it the last."""
@@ -298,8 +311,13 @@ class _LineEncoder(StreamEncoder):
         self.stop: StopReason | None = None
         self.usage = Usage()
 
-    def _line(self, text: str = "", thinking: str = "", tool_calls: list[dict[str, Any]] | None = None,
-              final: dict[str, Any] | None = None) -> bytes:
+    def _line(
+        self,
+        text: str = "",
+        thinking: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        final: dict[str, Any] | None = None,
+    ) -> bytes:
         return dumpb(_answer(self.model, self.generate, text, thinking, tool_calls, final)) + b"\n"
 
     def feed(self, event: StreamEvent) -> bytes:
@@ -327,7 +345,10 @@ class _LineEncoder(StreamEncoder):
 
     def _emit_call(self, index: int) -> bytes:
         call_id, name, fragments = self.calls.pop(index)
-        call = {"id": call_id, "function": {"index": index, "name": name, "arguments": loads_object("".join(fragments))}}
+        call = {
+            "id": call_id,
+            "function": {"index": index, "name": name, "arguments": loads_object("".join(fragments))},
+        }
         return b"" if self.generate else self._line(tool_calls=[call])
 
     def close(self) -> bytes:
@@ -342,9 +363,9 @@ class _LineEncoder(StreamEncoder):
 
 
 class _DecoderState(enum.Enum):
-    WAITING = "waiting"      # no line yet
+    WAITING = "waiting"  # no line yet
     STREAMING = "streaming"  # lines arriving
-    DONE = "done"            # the done line, or an error line
+    DONE = "done"  # the done line, or an error line
 
 
 class _LineDecoder(RecordDecoder):
@@ -377,7 +398,9 @@ class _LineDecoder(RecordDecoder):
             function = call.get("function") or {}
             index = self.calls
             self.calls += 1
-            events.append(ToolCallStart(index, call.get("id") or new_call_id(), function.get("name", ""), origin="ollama"))
+            events.append(
+                ToolCallStart(index, call.get("id") or new_call_id(), function.get("name", ""), origin="ollama")
+            )
             events.append(ToolCallDelta(index, dumps(_arguments(function.get("arguments")))))
             events.append(ToolCallEnd(index))
         if body.get("done"):
@@ -412,8 +435,12 @@ def _encode_messages(request: Request) -> list[dict[str, Any]]:
             continue
         for result in (p for p in message.content if isinstance(p, ToolResult)):
             text = text_of(result.content)
-            entry = {"role": "tool", "content": ("Error: " + text) if result.is_error else text,
-                     "tool_name": result.name or names.get(result.id, ""), "tool_call_id": result.id}
+            entry = {
+                "role": "tool",
+                "content": ("Error: " + text) if result.is_error else text,
+                "tool_name": result.name or names.get(result.id, ""),
+                "tool_call_id": result.id,
+            }
             images = [p.data for p in result.content if isinstance(p, Image) and p.data]
             if images:
                 entry["images"] = images
@@ -485,9 +512,16 @@ class OllamaCodec(Codec):
         for i, entry in enumerate(wire.tools or []):
             function = entry.get("function") if isinstance(entry, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise ProxyError(400, f"tools.{i}.function.name: a tool needs a function with a name", param=f"tools.{i}")
-            tools.append(Tool(name=function["name"], description=function.get("description"),
-                              parameters=function.get("parameters") or {"type": "object", "properties": {}}))
+                raise ProxyError(
+                    400, f"tools.{i}.function.name: a tool needs a function with a name", param=f"tools.{i}"
+                )
+            tools.append(
+                Tool(
+                    name=function["name"],
+                    description=function.get("description"),
+                    parameters=function.get("parameters") or {"type": "object", "properties": {}},
+                )
+            )
         return Request(
             model=wire.model,
             system=system,
@@ -506,7 +540,10 @@ class OllamaCodec(Codec):
             request.client_state.get("endpoint") == "generate",
             text_of(response.content),
             "".join(p.text for p in response.content if isinstance(p, Thinking)),
-            [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)],
+            [
+                {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}}
+                for i, c in enumerate(calls)
+            ],
             {"done_reason": _done_reason(response.stop_reason), **_metrics(response.usage)},
         )
 
@@ -528,7 +565,10 @@ class OllamaCodec(Codec):
         body: dict[str, Any] = {"model": model, "messages": _encode_messages(request), "stream": request.stream}
         if request.tools and not (request.tool_choice and request.tool_choice.mode == "none"):
             body["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters},
+                }
                 for t in request.tools
             ]
         options = _options(request)
@@ -559,11 +599,21 @@ class OllamaCodec(Codec):
             content.append(Text(text=text))
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
-            content.append(ToolCall(id=call.get("id") or new_call_id(), name=function.get("name", ""),
-                                    arguments=_arguments(function.get("arguments")), origin="ollama"))
+            content.append(
+                ToolCall(
+                    id=call.get("id") or new_call_id(),
+                    name=function.get("name", ""),
+                    arguments=_arguments(function.get("arguments")),
+                    origin="ollama",
+                )
+            )
         called = any(isinstance(p, ToolCall) for p in content)
-        return Response(model=body.get("model"), content=content,
-                        stop_reason=_stop_from_wire(body.get("done_reason"), called), usage=_usage_from(body))
+        return Response(
+            model=body.get("model"),
+            content=content,
+            stop_reason=_stop_from_wire(body.get("done_reason"), called),
+            usage=_usage_from(body),
+        )
 
     def stream_decoder(self) -> StreamDecoder:
         return _LineDecoder()
@@ -588,8 +638,14 @@ class OllamaCodec(Codec):
             "modified_at": "2025-01-01T00:00:00Z",
             "size": 0,
             "digest": "",
-            "details": {"parent_model": "", "format": "", "family": "", "families": [], "parameter_size": "",
-                        "quantization_level": ""},
+            "details": {
+                "parent_model": "",
+                "format": "",
+                "family": "",
+                "families": [],
+                "parameter_size": "",
+                "quantization_level": "",
+            },
         }
 
     def answer_locally(self, endpoint: str, body: Any, names: list[str]) -> dict[str, Any]:
@@ -630,5 +686,6 @@ class OllamaCodec(Codec):
         return body
 
     def decode_embed_response(self, body: Any) -> EmbedResponse:
-        return EmbedResponse(model=body.get("model"), vectors=body.get("embeddings") or [],
-                             input_tokens=body.get("prompt_eval_count"))
+        return EmbedResponse(
+            model=body.get("model"), vectors=body.get("embeddings") or [], input_tokens=body.get("prompt_eval_count")
+        )

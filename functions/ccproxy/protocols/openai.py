@@ -217,8 +217,11 @@ def _file(part: dict[str, Any], where: str) -> Document:
     spec = part.get("file")
     data = spec.get("file_data") if isinstance(spec, dict) else None
     if not isinstance(data, str) or not data:
-        raise ProxyError(400, f"{where}.file.file_data: give the file inline (file_id references cannot be forwarded)",
-                         param=f"{where}.file")
+        raise ProxyError(
+            400,
+            f"{where}.file.file_data: give the file inline (file_id references cannot be forwarded)",
+            param=f"{where}.file",
+        )
     media_type, payload = "application/pdf", data
     if data.startswith("data:"):
         header, _, payload = data[5:].partition(",")
@@ -246,9 +249,17 @@ def _user_parts(content: str | list[dict[str, Any]] | None, where: str) -> list[
         if kind == "text":
             parts.append(Text(text=str(part.get("text", "")), cache=cache_mark(part)))
         elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+            url = (
+                (part.get("image_url") or {}).get("url")
+                if isinstance(part.get("image_url"), dict)
+                else part.get("image_url")
+            )
             if not isinstance(url, str) or not url:
-                raise ProxyError(400, f"{where}.content.{i}.image_url.url: give the image's URL or data: URL", param=f"{where}.content")
+                raise ProxyError(
+                    400,
+                    f"{where}.content.{i}.image_url.url: give the image's URL or data: URL",
+                    param=f"{where}.content",
+                )
             image = parse_data_url(url)
             image.cache = cache_mark(part)
             parts.append(image)
@@ -299,18 +310,27 @@ def _decode_messages(wire: list[_MessageIn]) -> tuple[str | None, CacheMark | No
                 parts.append(Thinking(text=reasoning, origin="openai"))
             parts.extend(_user_parts(message.content, where))
             for call in message.tool_calls or []:
-                parts.append(ToolCall(id=call.id, name=call.function.name, arguments=_arguments(call.function.arguments)))
+                parts.append(
+                    ToolCall(id=call.id, name=call.function.name, arguments=_arguments(call.function.arguments))
+                )
             if message.function_call is not None:
                 parts.append(
-                    ToolCall(id="call_" + message.function_call.name, name=message.function_call.name,
-                             arguments=_arguments(message.function_call.arguments))
+                    ToolCall(
+                        id="call_" + message.function_call.name,
+                        name=message.function_call.name,
+                        arguments=_arguments(message.function_call.arguments),
+                    )
                 )
             if not parts:
                 parts.append(Text(text=""))
             append("assistant", parts)
         else:  # tool / function
             if message.role == "tool" and not message.tool_call_id:
-                raise ProxyError(400, f"{where}.tool_call_id: a tool message must name the call it answers", param=f"{where}.tool_call_id")
+                raise ProxyError(
+                    400,
+                    f"{where}.tool_call_id: a tool message must name the call it answers",
+                    param=f"{where}.tool_call_id",
+                )
             call_id = message.tool_call_id or "call_" + (message.name or "")
             content = _user_parts(message.content, where)
             cache = next((p.cache for p in reversed(content) if getattr(p, "cache", None)), None)
@@ -348,7 +368,9 @@ def _decode_tools(body: _ChatRequest) -> list[Tool]:
 def _tool(function: dict[str, Any], cache: CacheMark | None = None) -> Tool:
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(parameters, dict):
-        raise ProxyError(400, f"tools: the parameters of {function['name']!r} must be a JSON Schema object", param="tools")
+        raise ProxyError(
+            400, f"tools: the parameters of {function['name']!r} must be a JSON Schema object", param="tools"
+        )
     return Tool(name=function["name"], description=function.get("description"), parameters=parameters, cache=cache)
 
 
@@ -378,10 +400,14 @@ def _decode_response_format(value: dict[str, Any] | None) -> ResponseFormat | No
     kind = value.get("type")
     if kind == "json_schema":
         spec = value.get("json_schema") or {}
-        return ResponseFormat(type="json_schema", schema=spec.get("schema"), name=spec.get("name"), strict=spec.get("strict"))
+        return ResponseFormat(
+            type="json_schema", schema=spec.get("schema"), name=spec.get("name"), strict=spec.get("strict")
+        )
     if kind in ("json_object", "text"):
         return ResponseFormat(type=kind)
-    raise ProxyError(400, f"response_format.type: {kind!r} is not one of text, json_object, json_schema", param="response_format")
+    raise ProxyError(
+        400, f"response_format.type: {kind!r} is not one of text, json_object, json_schema", param="response_format"
+    )
 
 
 def _decode_reasoning(body: _ChatRequest) -> Reasoning | None:
@@ -398,9 +424,9 @@ def _decode_reasoning(body: _ChatRequest) -> Reasoning | None:
 
 
 class _EncoderState(enum.Enum):
-    FRESH = "fresh"          # nothing sent yet
+    FRESH = "fresh"  # nothing sent yet
     STREAMING = "streaming"  # the role chunk is out
-    ERRORED = "errored"      # an error event ended the stream
+    ERRORED = "errored"  # an error event ended the stream
 
 
 class _ChunkEncoder(StreamEncoder):
@@ -497,10 +523,10 @@ def _error_body(error: ProxyError) -> dict[str, Any]:
 
 
 class _DecoderState(enum.Enum):
-    WAITING = "waiting"      # no chunk yet
+    WAITING = "waiting"  # no chunk yet
     STREAMING = "streaming"  # chunks arriving
-    FINISHED = "finished"    # finish_reason seen; usage may follow
-    DONE = "done"            # [DONE] seen
+    FINISHED = "finished"  # finish_reason seen; usage may follow
+    DONE = "done"  # [DONE] seen
 
 
 class _ChunkDecoder(RecordDecoder):
@@ -562,7 +588,9 @@ class _ChunkDecoder(RecordDecoder):
                 self.calls[wire_index] = index
                 self.open_calls.append(index)
                 events.append(
-                    ToolCallStart(index, fragment.get("id") or new_call_id(), function.get("name") or "", origin="openai")
+                    ToolCallStart(
+                        index, fragment.get("id") or new_call_id(), function.get("name") or "", origin="openai"
+                    )
                 )
             if function.get("arguments"):
                 events.append(ToolCallDelta(self.calls[wire_index], function["arguments"]))
@@ -578,7 +606,9 @@ def _in_stream_error(error: Any) -> ProxyError:
     kind = _KIND_BY_TYPE.get(str(error.get("type")), "internal")
     code = error.get("code")
     status = code if isinstance(code, int) else status_for_kind(kind)
-    return ProxyError(status, str(error.get("message") or "upstream error"), code=code if isinstance(code, str) else None)
+    return ProxyError(
+        status, str(error.get("message") or "upstream error"), code=code if isinstance(code, str) else None
+    )
 
 
 # ---------------------------------------------------------------- the codec
@@ -611,7 +641,9 @@ class OpenAICodec(Codec):
             system=system,
             system_cache=system_cache,
             messages=messages,
-            server_tools=[ServerTool(kind="web_search", name="web_search", options=search)] if isinstance(search, dict) else [],
+            server_tools=[ServerTool(kind="web_search", name="web_search", options=search)]
+            if isinstance(search, dict)
+            else [],
             tools=_decode_tools(wire),
             tool_choice=_decode_tool_choice(wire.tool_choice if wire.tool_choice is not None else wire.function_call),
             parallel_tool_calls=wire.parallel_tool_calls,
@@ -641,8 +673,13 @@ class OpenAICodec(Codec):
         sources = [r for p in response.content if isinstance(p, ServerToolUse) for r in p.results]
         if sources:
             # The sources a web search found, as OpenAI's search models cite them.
-            message["annotations"] = [{"type": "url_citation", "url_citation": {
-                "url": r.url, "title": r.title or r.url, "start_index": 0, "end_index": len(text)}} for r in sources]
+            message["annotations"] = [
+                {
+                    "type": "url_citation",
+                    "url_citation": {"url": r.url, "title": r.title or r.url, "start_index": 0, "end_index": len(text)},
+                }
+                for r in sources
+            ]
         stop = response.stop_reason
         if stop == "end_turn" and calls:
             stop = "tool_use"
@@ -673,7 +710,10 @@ class OpenAICodec(Codec):
         body: dict[str, Any] = {"model": model, "messages": _encode_messages(request)}
         if request.tools and not (request.tool_choice and request.tool_choice.mode == "none"):
             body["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description or "", "parameters": t.parameters},
+                }
                 for t in request.tools
             ]
             choice = request.tool_choice
@@ -737,8 +777,13 @@ class OpenAICodec(Codec):
         stop = _FINISH_TO_STOP.get(choice.get("finish_reason") or "stop", "end_turn")
         if stop == "end_turn" and any(isinstance(p, ToolCall) for p in content):
             stop = "tool_use"
-        return Response(id=body.get("id"), model=body.get("model"), content=content, stop_reason=stop,
-                        usage=_usage_from(body.get("usage")))
+        return Response(
+            id=body.get("id"),
+            model=body.get("model"),
+            content=content,
+            stop_reason=stop,
+            usage=_usage_from(body.get("usage")),
+        )
 
     def stream_decoder(self) -> StreamDecoder:
         return _ChunkDecoder()
@@ -768,8 +813,12 @@ class OpenAICodec(Codec):
     def decode_embed_request(self, body: Any, ctx: ClientContext) -> EmbedRequest:
         wire = validate(_EmbedRequest, body)
         inputs = [wire.input] if isinstance(wire.input, str) else wire.input
-        return EmbedRequest(model=wire.model, inputs=inputs, dimensions=wire.dimensions,
-                            client_state={"encoding": wire.encoding_format or "float"})
+        return EmbedRequest(
+            model=wire.model,
+            inputs=inputs,
+            dimensions=wire.dimensions,
+            client_state={"encoding": wire.encoding_format or "float"},
+        )
 
     def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
         as_base64 = request.client_state.get("encoding") == "base64"
@@ -780,8 +829,12 @@ class OpenAICodec(Codec):
                 embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         tokens = response.input_tokens or 0
-        return {"object": "list", "data": data, "model": request.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": request.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def embed_path(self, model: str) -> str | None:
         return "/embeddings"
@@ -847,8 +900,10 @@ def _user_content(parts: list[Any]) -> str | list[dict[str, Any]]:
 def _file_part(document: Document) -> dict[str, Any]:
     if document.text is not None:
         return {"type": "text", "text": document_text(document)}
-    spec = {"file_data": f"data:{document.media_type};base64,{document.data or ''}",
-            "filename": document.title or "document.pdf"}
+    spec = {
+        "file_data": f"data:{document.media_type};base64,{document.data or ''}",
+        "filename": document.title or "document.pdf",
+    }
     return {"type": "file", "file": spec}
 
 
@@ -861,15 +916,21 @@ def _wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 
 def _assistant(message: Message) -> dict[str, Any]:
-    text = "".join(p.text if isinstance(p, Text) else server_tool_text(p)
-                   for p in message.content if isinstance(p, (Text, ServerToolUse)))
+    text = "".join(
+        p.text if isinstance(p, Text) else server_tool_text(p)
+        for p in message.content
+        if isinstance(p, (Text, ServerToolUse))
+    )
     calls = [p for p in message.content if isinstance(p, ToolCall)]
     out: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
     # An OpenAI-protocol reasoner (DeepSeek) requires its reasoning_content
     # back on tool-call turns. Unsigned thinking a client sends back came from
     # such a reasoner too (a signed one belongs to its own vendor).
-    reasoning = "".join(p.text for p in message.content
-                        if isinstance(p, Thinking) and not p.redacted and (p.origin == "openai" or not p.signature))
+    reasoning = "".join(
+        p.text
+        for p in message.content
+        if isinstance(p, Thinking) and not p.redacted and (p.origin == "openai" or not p.signature)
+    )
     if reasoning:
         out["reasoning_content"] = reasoning
     if calls:

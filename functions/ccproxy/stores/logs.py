@@ -114,7 +114,7 @@ class S3Sink(LogSink):
     def keys(self, day: str | None = None) -> list[str]:
         prefix = self.prefix + (f"dt={day}/" if day else "")
         objects = sorted(self._list(prefix), key=lambda o: (o["Key"].split("/hour=")[0], o["LastModified"]))
-        return [o["Key"][len(self.prefix):] for o in objects if o["Key"].endswith(".json.gz")]
+        return [o["Key"][len(self.prefix) :] for o in objects if o["Key"].endswith(".json.gz")]
 
     def read(self, key: str) -> dict[str, Any]:
         body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
