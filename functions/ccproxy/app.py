@@ -13,7 +13,7 @@ import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, MutableMapping
+from typing import Any, AsyncIterator, MutableMapping, Sequence
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
@@ -28,8 +28,8 @@ from .exchange import Exchange
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, matches, scrub
 from .pipeline import LastPiece
-from .protocols import CODECS
-from .protocols.base import ClientContext, Codec, Route
+from .protocols import client_codecs
+from .protocols.base import ClientCodec, ClientContext, Route
 from .proxy import Answer, Call, Proxy
 from .responses import StreamResponse
 from .stores.logs import LogSink
@@ -99,19 +99,19 @@ class RouteTable:
     """Every codec's routes; routes that need a header are tried first, so
     `GET /v1/models` with `anthropic-version` lists models the Claude way."""
 
-    def __init__(self, codecs: dict[str, Codec]) -> None:
-        entries = [(route, codec, route.compiled()) for codec in codecs.values() for route in codec.routes]
+    def __init__(self, codecs: Sequence[ClientCodec]) -> None:
+        entries = [(route, codec, route.compiled()) for codec in codecs for route in codec.routes]
         entries.sort(key=lambda entry: entry[0].header is None)
-        self._entries: list[tuple[Route, Codec, re.Pattern[str]]] = entries
-        self._codecs = list(codecs.values())
-        self._fallback = next(iter(codecs.values()))
+        self._entries: list[tuple[Route, ClientCodec, re.Pattern[str]]] = entries
+        self._codecs = list(codecs)
+        self._fallback = codecs[0]
 
-    def owner(self, path: str, headers: Any) -> tuple[Codec, list[str]]:
+    def owner(self, path: str, headers: Any) -> tuple[ClientCodec, list[str]]:
         """The protocol a path belongs to, for an error in its shape, and the
         methods its routes take there (empty: no route has the path). A path
         no route has belongs to the protocol with the longest root it begins
         with (`/v1beta/...` Gemini, `/api/...` Ollama)."""
-        methods: dict[str, Codec] = {}
+        methods: dict[str, ClientCodec] = {}
         for route, codec, pattern in self._entries:
             if (route.header is None or route.header in headers) and pattern.match(path):
                 methods.setdefault(route.method, codec)
@@ -125,7 +125,7 @@ class RouteTable:
         ]
         return (max(roots, key=lambda r: len(r[0]))[1] if roots else self._fallback), []
 
-    def match(self, method: str, path: str, headers: Any) -> tuple[Route, Codec, dict[str, str]] | None:
+    def match(self, method: str, path: str, headers: Any) -> tuple[Route, ClientCodec, dict[str, str]] | None:
         for route, codec, pattern in self._entries:
             if route.method != method:
                 continue
@@ -149,7 +149,7 @@ def presented_key(request: Request) -> str | None:
 def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
     proxy = Proxy(settings.config, keys, state=settings.state)
-    table = RouteTable(CODECS)
+    table = RouteTable(client_codecs())
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
     gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
 
@@ -290,7 +290,7 @@ async def _body(request: Request, cap: int) -> bytes:
     return b"".join(pieces)
 
 
-def _error(codec: Codec, error: ProxyError) -> Response:
+def _error(codec: ClientCodec, error: ProxyError) -> Response:
     # Written by dumpb: a message that quotes the client's text may hold a
     # lone surrogate, which it escapes where Starlette's JSON would fail.
     return Response(
@@ -438,7 +438,7 @@ class Recorder:
         self.limit = limit
         self.keys = keys
 
-    def start(self, request: Request, route: Route, codec: Codec, group: str) -> Exchange | None:
+    def start(self, request: Request, route: Route, codec: ClientCodec, group: str) -> Exchange | None:
         if self.sink is None or route.operation != "generate":
             return None
         if self.sample < 1 and random.random() >= self.sample:

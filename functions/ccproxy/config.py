@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .protocols import ProtocolName
+
 ToolMode = Literal["native", "compat"]
 GroupToolMode = Literal["auto", "native", "compat"]
 
@@ -25,7 +27,7 @@ class _Strict(BaseModel):
 
 
 class Provider(_Strict):
-    protocol: Literal["openai", "claude", "gemini", "ollama"]
+    protocol: ProtocolName
     base_url: str
     keys: list[str] = Field(default_factory=list)
     tool_mode: ToolMode = "native"

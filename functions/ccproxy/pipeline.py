@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Callable, Protocol, Sequence, TypeVar
 from .errors import ProxyError
 from .framing import MAX_RECORD_BYTES
 from .jsonutil import dumpb, loads
-from .protocols.base import Codec, StreamDecoder, StreamEncoder
+from .protocols.base import ClientCodec, StreamDecoder, StreamEncoder, UpstreamCodec
 from .unified import Request, StreamError, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 
 Observer = Callable[[StreamEvent], None]
@@ -24,7 +24,7 @@ class LastPiece(bytes):
     in the same write."""
 
 
-def convert_response(upstream: Codec, client: Codec, body: Any, request: Request) -> dict[str, Any]:
+def convert_response(upstream: UpstreamCodec, client: ClientCodec, body: Any, request: Request) -> dict[str, Any]:
     """A whole upstream answer as the client's whole answer."""
     return client.encode_response(upstream.decode_response(body), request)
 
@@ -171,7 +171,7 @@ class Relay:
     (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
 
     def __init__(
-        self, codec: Codec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES
+        self, codec: UpstreamCodec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES
     ) -> None:
         self.codec = codec
         self.model = model

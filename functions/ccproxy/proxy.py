@@ -23,8 +23,8 @@ from .exchange import Capture, Exchange
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, fingerprint, scrub
 from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, upstream_decoded
-from .protocols import CODECS
-from .protocols.base import ClientContext, Codec, RecordDecoder, Route, StreamDecoder
+from .protocols import upstream_codec
+from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, StreamDecoder, UpstreamCodec
 from .protocols.common import estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
@@ -44,7 +44,7 @@ def retryable(error: ProxyError) -> bool:
 
 @dataclass(slots=True)
 class Call:
-    codec: Codec
+    codec: ClientCodec
     route: Route
     ctx: ClientContext
     group: str
@@ -78,7 +78,7 @@ class Attempt:
     target: Target
     provider_id: str
     provider: Provider
-    codec: Codec
+    codec: UpstreamCodec
     key: str | None
     entry: Entry | None = None
 
@@ -149,10 +149,10 @@ class Proxy:
                 break
             provider = self.config.providers[entry.target.provider]
             attempt = Attempt(
-                entry.target, entry.target.provider, provider, CODECS[provider.protocol], entry.key, entry
+                entry.target, entry.target.provider, provider, upstream_codec(provider.protocol), entry.key, entry
             )
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
-            passthrough = attempt.codec is client and call.route.passthrough and not compat
+            passthrough = attempt.codec.protocol == client.protocol and call.route.passthrough and not compat
             call.target = str(entry.target)
             if exchange is not None:
                 exchange.target = {
@@ -193,7 +193,7 @@ class Proxy:
         turn = self._turns.get(target.provider, 0)
         self._turns[target.provider] = turn + 1
         key = keys[turn % len(keys)]
-        return Attempt(target, target.provider, provider, CODECS[provider.protocol], key)
+        return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key)
 
     def _record_usage(
         self, call: Call, attempt: Attempt, latency_ms: float, usage: Callable[[], Usage]
@@ -310,7 +310,7 @@ class Proxy:
             after=[self._record_usage(call, attempt, latency_ms, lambda: accumulator.response.usage)],
         )
 
-    def _stream_decoder(self, upstream: Codec) -> StreamDecoder:
+    def _stream_decoder(self, upstream: UpstreamCodec) -> StreamDecoder:
         decoder = upstream.stream_decoder()
         if isinstance(decoder, RecordDecoder):
             decoder.framing.max_record = self.config.limits.record_bytes
@@ -407,7 +407,7 @@ class Proxy:
         path = upstream.count_path(model)
         if path is None:
             return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
-        passthrough = upstream is client and call.route.passthrough
+        passthrough = upstream.protocol == client.protocol and call.route.passthrough
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
@@ -434,7 +434,7 @@ class Proxy:
                 f"{request.model!r} routes to provider {attempt.provider_id!r}, whose protocol "
                 f"({upstream.protocol}) has no embeddings",
             )
-        passthrough = upstream is client and call.route.passthrough
+        passthrough = upstream.protocol == client.protocol and call.route.passthrough
         body = (
             upstream.passthrough_body(call.body, model)
             if passthrough
@@ -487,7 +487,7 @@ def _decoded(decode: Callable[[], T]) -> T:
         ) from None
 
 
-def _error_of(upstream: Codec, response: httpx.Response, content: bytes) -> ProxyError:
+def _error_of(upstream: UpstreamCodec, response: httpx.Response, content: bytes) -> ProxyError:
     """The upstream's error answer as a ProxyError with its status, whatever
     the shape of its body."""
     try:
@@ -496,7 +496,7 @@ def _error_of(upstream: Codec, response: httpx.Response, content: bytes) -> Prox
         return ProxyError(response.status_code, f"upstream error {response.status_code}")
 
 
-def _forwarded(upstream: Codec, headers: Mapping[str, str]) -> dict[str, str]:
+def _forwarded(upstream: UpstreamCodec, headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that its protocol's upstream needs as they are."""
     return {name: headers[name] for name in upstream.forwarded_headers if name in headers}
 
@@ -505,7 +505,7 @@ def _forwarded(upstream: Codec, headers: Mapping[str, str]) -> dict[str, str]:
 _TOLERATED_STREAM_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
 
 
-def _check_stream_type(response: httpx.Response, upstream: Codec) -> None:
+def _check_stream_type(response: httpx.Response, upstream: UpstreamCodec) -> None:
     """A 200 that is not a stream (an HTML page from a gateway, a whole JSON
     answer) is refused before the client sees a byte, while its status can
     still say so."""

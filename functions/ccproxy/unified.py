@@ -15,7 +15,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Protocol = Literal["openai", "claude", "gemini", "ollama"]
+# Which protocol made an opaque value (a thinking signature, a call's
+# signature): it goes back only to an upstream of that protocol. A name from
+# the protocol registry; the core never reads it.
+Protocol = str
 
 
 class _Model(BaseModel):
@@ -320,6 +323,7 @@ class ThinkingSignature:
 @dataclass(slots=True)
 class RedactedThinking:
     data: str
+    origin: Protocol | None = None
 
 
 @dataclass(slots=True)
@@ -450,8 +454,8 @@ class Accumulator:
                     last.signature, last.origin = sig, origin
                 else:
                     parts.append(_OpenThinking([], sig, origin))
-            case RedactedThinking(data=data):
-                parts.append(_OpenThinking([], data, "claude", redacted=True))
+            case RedactedThinking(data=data, origin=origin):
+                parts.append(_OpenThinking([], data, origin, redacted=True))
             case Start(id=id_, model=model):
                 self._id = id_ or self._id
                 self._model = model or self._model

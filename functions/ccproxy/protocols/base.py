@@ -1,10 +1,12 @@
-"""What a protocol module provides: its routes and its codec.
+"""What a protocol package provides: a codec in two halves.
 
-A codec works in both roles. As the *client* protocol it decodes the client's
-request into the unified form and encodes unified answers (whole, streamed,
-or errors) back. As the *upstream* protocol it encodes a unified request for
-the upstream server and decodes that server's answer (whole or streamed) and
-its errors into the unified form.
+The *client* half (`ClientCodec`) serves clients that speak the protocol: its
+routes, the client's request decoded into the unified form, and unified
+answers (whole, streamed, or errors) encoded back. The *upstream* half
+(`UpstreamCodec`) talks to servers of the protocol: a unified request encoded
+for the upstream, its answer (whole or streamed) and its errors decoded into
+the unified form. What differs between protocols is declared on the halves
+as capabilities, which the core reads; it never names a protocol.
 
 Codecs are pure: no I/O, no framework, no AWS. The pipeline does the I/O.
 """
@@ -20,7 +22,6 @@ from ..errors import ProxyError
 from ..unified import (
     EmbedRequest,
     EmbedResponse,
-    Protocol,
     Request,
     Response,
     StreamError,
@@ -138,37 +139,16 @@ class RecordDecoder(StreamDecoder):
         return events
 
 
-class Codec(ABC):
-    protocol: ClassVar[Protocol]
+class ClientCodec(ABC):
+    """The protocol as clients speak it."""
+
+    protocol: ClassVar[str]
     routes: ClassVar[tuple[Route, ...]]
     stream_media_type: ClassVar[str] = "text/event-stream"
-
-    # ------------------------------------------------------------ capabilities
-    # What differs between protocols, declared here and read by the core.
-
-    # The client's headers that an upstream of the same protocol needs to see
-    # the request as the client meant it (never auth); sent on in pass-through.
-    forwarded_headers: ClassVar[tuple[str, ...]] = ()
-    # Whether the upstream understands Request.betas (through upstream_headers).
-    takes_betas: ClassVar[bool] = False
-    # Server tools (Request.server_tools kinds) the upstream runs itself.
-    server_tools: ClassVar[frozenset[str]] = frozenset()
-    # Document media types the upstream reads; plain-text documents become
-    # text where it has no document input of their type.
-    document_types: ClassVar[frozenset[str]] = frozenset()
-    # Whether the upstream fetches a document given by URL itself.
-    document_urls: ClassVar[bool] = False
-    # Whether the upstream cannot fetch image URLs, so the proxy must.
-    needs_inline_images: ClassVar[bool] = False
     # Where this protocol's paths begin ("/api": itself and what is below it):
     # a path there that no route has is answered 404 in this protocol's shape
     # (the longest root wins).
     path_roots: ClassVar[tuple[str, ...]] = ()
-    # The key that names the model in answers and stream records; a stream
-    # record without it is passed on as it came.
-    model_key: ClassVar[str] = "model"
-
-    # ------------------------------------------------------------ client side
 
     @abstractmethod
     def decode_request(self, body: Any, ctx: ClientContext) -> Request:
@@ -197,7 +177,59 @@ class Codec(ABC):
             headers["x-should-retry"] = "false"
         return headers
 
-    # ------------------------------------------------------------ upstream side
+    # ------------------------------------------------------------ models
+
+    @abstractmethod
+    def encode_model_list(self, names: list[str]) -> dict[str, Any]: ...
+
+    def encode_model(self, name: str) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no single-model route")
+
+    def answer_locally(self, endpoint: str, body: Any, names: list[str]) -> dict[str, Any]:
+        raise ProxyError(404, f"no such route: {endpoint}")
+
+    # ------------------------------------------------------------ count tokens and embeddings
+
+    def decode_count_request(self, body: Any, ctx: ClientContext) -> Request:
+        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
+
+    def encode_count_response(self, tokens: int) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
+
+    def decode_embed_request(self, body: Any, ctx: ClientContext) -> EmbedRequest:
+        raise ProxyError(404, f"{self.protocol} has no embeddings route")
+
+    def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} has no embeddings route")
+
+
+class UpstreamCodec(ABC):
+    """The protocol as the proxy speaks it to an upstream server."""
+
+    protocol: ClassVar[str]
+    stream_media_type: ClassVar[str] = "text/event-stream"
+
+    # ------------------------------------------------------------ capabilities
+
+    # The client's headers that an upstream of the same protocol needs to see
+    # the request as the client meant it (never auth); sent on in pass-through.
+    forwarded_headers: ClassVar[tuple[str, ...]] = ()
+    # Whether the upstream understands Request.betas (through upstream_headers).
+    takes_betas: ClassVar[bool] = False
+    # Server tools (Request.server_tools kinds) the upstream runs itself.
+    server_tools: ClassVar[frozenset[str]] = frozenset()
+    # Document media types the upstream reads; plain-text documents become
+    # text where it has no document input of their type.
+    document_types: ClassVar[frozenset[str]] = frozenset()
+    # Whether the upstream fetches a document given by URL itself.
+    document_urls: ClassVar[bool] = False
+    # Whether the upstream cannot fetch image URLs, so the proxy must.
+    needs_inline_images: ClassVar[bool] = False
+    # The key that names the model in answers and stream records; a stream
+    # record without it is passed on as it came.
+    model_key: ClassVar[str] = "model"
+
+    # ------------------------------------------------------------ generate
 
     @abstractmethod
     def upstream_path(self, model: str, stream: bool) -> str:
@@ -250,24 +282,7 @@ class Codec(ABC):
         if isinstance(answer, dict) and self.model_key in answer:
             answer[self.model_key] = model
 
-    # ------------------------------------------------------------ models
-
-    @abstractmethod
-    def encode_model_list(self, names: list[str]) -> dict[str, Any]: ...
-
-    def encode_model(self, name: str) -> dict[str, Any]:
-        raise ProxyError(404, f"{self.protocol} has no single-model route")
-
-    def answer_locally(self, endpoint: str, body: Any, names: list[str]) -> dict[str, Any]:
-        raise ProxyError(404, f"no such route: {endpoint}")
-
     # ------------------------------------------------------------ count tokens
-
-    def decode_count_request(self, body: Any, ctx: ClientContext) -> Request:
-        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
-
-    def encode_count_response(self, tokens: int) -> dict[str, Any]:
-        raise ProxyError(404, f"{self.protocol} has no count-tokens route")
 
     def count_path(self, model: str) -> str | None:
         """The upstream's count-tokens path, or None where the protocol has
@@ -282,12 +297,6 @@ class Codec(ABC):
 
     # ------------------------------------------------------------ embeddings
 
-    def decode_embed_request(self, body: Any, ctx: ClientContext) -> EmbedRequest:
-        raise ProxyError(404, f"{self.protocol} has no embeddings route")
-
-    def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
-        raise ProxyError(404, f"{self.protocol} has no embeddings route")
-
     def embed_path(self, model: str) -> str | None:
         """The upstream's embeddings path, or None where it has none."""
         return None
@@ -297,3 +306,8 @@ class Codec(ABC):
 
     def decode_embed_response(self, body: Any) -> EmbedResponse:
         raise NotImplementedError
+
+
+class Codec(ClientCodec, UpstreamCodec):
+    """Both halves of one protocol, as its package's registry entry (and as
+    tests drive a protocol in either role)."""

@@ -715,7 +715,7 @@ class _EventDecoder(RecordDecoder):
                 elif isinstance(block_type, str) and block_type.endswith("_tool_result"):
                     self._server_result(block, events)
                 elif block_type == "redacted_thinking":
-                    events.append(RedactedThinking(block.get("data", "")))
+                    events.append(RedactedThinking(block.get("data", ""), origin="claude"))
                 elif block_type == "text" and block.get("text"):
                     events.append(TextDelta(block["text"]))
                 elif block_type == "thinking" and block.get("thinking"):
