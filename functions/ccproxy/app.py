@@ -13,7 +13,7 @@ import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, MutableMapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
@@ -21,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from . import accesslog
+from . import accesslog, telemetry
 from .config import Config
 from .errors import ProxyError
-from .exchange import Exchange
+from .exchange import Exchange, Recording
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, matches, scrub
+from .observe import NOBODY, Observer, observing
 from .pipeline import LastPiece
 from .protocols import client_codecs
 from .protocols.base import ClientCodec, ClientContext, Route
@@ -149,99 +150,9 @@ def presented_key(request: Request) -> str | None:
 def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
     proxy = Proxy(settings.config, keys, state=settings.state)
-    table = RouteTable(client_codecs())
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
     gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def root(request: Request) -> Response:
-        # Clients probe the bare URL (Claude Code sends HEAD /) to see that a
-        # server is there; nothing about keys or config is said.
-        accesslog.write(request.scope, time.perf_counter(), 200)
-        return JSONResponse({"service": "ccproxy", "status": "ok"})
-
-    async def dispatch(request: Request) -> Response:
-        started = time.perf_counter()
-        scope = request.scope
-        path = scope["path"]  # what request.url.path holds, without building a URL per request
-        prefix = split_prefix(path, settings.config.active_group)
-        found = table.match(request.method, prefix.path, request.headers)
-        try:
-            access = gate.access_keys()
-        except ProxyError as error:
-            accesslog.write(scope, started, error.status, reason=error.message)
-            return _error(found[1] if found else table.owner(prefix.path, request.headers)[0], error)
-        if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, settings.config):
-            # A base URL that carries a group (URL/free) is probed like the root.
-            return await root(request)
-        if found is None:
-            owner, allowed = table.owner(prefix.path, request.headers)
-            if allowed:
-                refusal = ProxyError(
-                    405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}", kind="invalid_request"
-                )
-            else:
-                refusal = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
-            accesslog.write(scope, started, refusal.status, owner.protocol, reason=refusal.message)
-            response = _error(owner, refusal)
-            if allowed:
-                response.headers["allow"] = ", ".join(allowed)
-            return response
-        route, codec, params = found
-        call: Call | None = None
-        exchange = recorder.start(request, route, codec, prefix.group)
-        try:
-            if access and not matches(presented_key(request), access):
-                raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
-            body = (
-                await _json_body(request, exchange, settings.config.limits.request_bytes)
-                if request.method == "POST"
-                else None
-            )
-            call = Call(
-                codec=codec,
-                route=route,
-                ctx=ClientContext(
-                    model=params.get("model"), stream=route.stream, endpoint=route.endpoint, headers=request.headers
-                ),
-                group=prefix.group,
-                compat_prefix=prefix.compat,
-                body=body,
-                headers=request.headers,
-                exchange=exchange,
-            )
-            answer = await proxy.handle(call)
-        except ProxyError as error:
-            error.message = scrub(error.message, keys.secrets())
-            accesslog.write(
-                scope,
-                started,
-                error.status,
-                codec.protocol,
-                call.alias if call else None,
-                call.target if call else None,
-                error.message,
-            )
-            response = _error(codec, error)
-            if exchange is not None:
-                exchange.failed(error.status, error.message)
-                exchange.client_response.add(bytes(response.body))
-                if settings.finish_inside_response:
-                    await recorder.writer(exchange)()
-                else:
-                    response.background = _tasks([recorder.writer(exchange)])
-            return response
-        except Exception:
-            log.exception("unexpected failure on %s %s", request.method, path)
-            accesslog.write(scope, started, 500, codec.protocol, reason="unexpected failure (see the log above)")
-            return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
-        if exchange is not None:
-            exchange.status = answer.status
-            answer.after.append(recorder.writer(exchange))
-        answer.after.append(_access_line(scope, started, answer.status, codec.protocol, call.alias, call.target))
-        return _respond(answer, settings.finish_inside_response)
+    handler = Handler(settings, keys, proxy, RouteTable(client_codecs()), recorder, gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -252,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
         StarletteRoute("/health", health, methods=["GET"]),
         StarletteRoute("/", root, methods=["GET", "HEAD"]),
         # Every method, so that a wrong one is answered in the protocol's shape.
-        StarletteRoute("/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        StarletteRoute("/{path:path}", handler.dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = proxy
@@ -260,14 +171,152 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-async def _json_body(request: Request, exchange: Exchange | None, cap: int) -> Any:
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def root(request: Request) -> Response:
+    # Clients probe the bare URL (Claude Code sends HEAD /) to see that a
+    # server is there; nothing about keys or config is said.
+    accesslog.write(request.scope, time.perf_counter(), 200)
+    return JSONResponse({"service": "ccproxy", "status": "ok"})
+
+
+class Handler:
+    """Every protocol route: find it under its prefix, check the access key,
+    read the body, hand a Call to the Proxy and write its Answer back, each
+    request observed by the research record and the metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRing,
+        proxy: Proxy,
+        table: RouteTable,
+        recorder: Recorder,
+        gate: AccessGate,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.keys = keys
+        self.proxy = proxy
+        self.table = table
+        self.recorder = recorder
+        self.gate = gate
+        self.metrics = telemetry.metrics_enabled()
+
+    async def dispatch(self, request: Request) -> Response:
+        started = time.perf_counter()
+        scope = request.scope
+        path = scope["path"]  # what request.url.path holds, without building a URL per request
+        prefix = split_prefix(path, self.config.active_group)
+        found = self.table.match(request.method, prefix.path, request.headers)
+        try:
+            access = self.gate.access_keys()
+        except ProxyError as error:
+            accesslog.write(scope, started, error.status, reason=error.message)
+            return _error(found[1] if found else self.table.owner(prefix.path, request.headers)[0], error)
+        if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, self.config):
+            # A base URL that carries a group (URL/free) is probed like the root.
+            return await root(request)
+        if found is None:
+            return self._unrouted(request, prefix, started)
+        route, codec, params = found
+        observer = self._observer(request, route, codec, prefix.group)
+        call: Call | None = None
+        try:
+            if access and not matches(presented_key(request), access):
+                raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
+            body = None
+            if request.method == "POST":
+                body = await _json_body(request, self.config.limits.request_bytes)
+                observer.client_request(body[1])
+            call = Call(
+                codec=codec,
+                route=route,
+                ctx=ClientContext(
+                    model=params.get("model"), stream=route.stream, endpoint=route.endpoint, headers=request.headers
+                ),
+                group=prefix.group,
+                compat_prefix=prefix.compat,
+                body=body[0] if body else None,
+                headers=request.headers,
+                observer=observer,
+            )
+            answer = await self.proxy.handle(call)
+        except ProxyError as error:
+            return await self._refused(error, request, codec, call, observer, started)
+        except Exception:
+            log.exception("unexpected failure on %s %s", request.method, path)
+            accesslog.write(scope, started, 500, codec.protocol, reason="unexpected failure (see the log above)")
+            return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
+        answer.after.append(_finish(observer, answer.status))
+        answer.after.append(_access_line(scope, started, answer.status, codec.protocol, call.alias, call.target))
+        return _respond(answer, self.settings.finish_inside_response)
+
+    def _observer(self, request: Request, route: Route, codec: ClientCodec, group: str) -> Observer:
+        """Who listens to this request: its research record (when sampled)
+        and the metrics, for the generate routes."""
+        if route.operation != "generate":
+            return NOBODY
+        metrics = telemetry.Metrics(codec.protocol) if self.metrics else None
+        return observing([self.recorder.start(request, codec, group), metrics])
+
+    def _unrouted(self, request: Request, prefix: Prefix, started: float) -> Response:
+        """404 for a path no route has, 405 for a method its routes do not
+        take, in the shape of the protocol the path belongs to."""
+        owner, allowed = self.table.owner(prefix.path, request.headers)
+        path = request.scope["path"]
+        if allowed:
+            refusal = ProxyError(
+                405, f"{request.method} is not allowed on {path}; use {', '.join(allowed)}", kind="invalid_request"
+            )
+        else:
+            refusal = ProxyError(404, f"no route for {request.method} {path}", kind="not_found")
+        accesslog.write(request.scope, started, refusal.status, owner.protocol, reason=refusal.message)
+        response = _error(owner, refusal)
+        if allowed:
+            response.headers["allow"] = ", ".join(allowed)
+        return response
+
+    async def _refused(
+        self,
+        error: ProxyError,
+        request: Request,
+        codec: ClientCodec,
+        call: Call | None,
+        observer: Observer,
+        started: float,
+    ) -> Response:
+        """The request ends in `error`, in the client protocol's shape, with
+        no key in its message."""
+        error.message = scrub(error.message, self.keys.secrets())
+        alias, target = (call.alias, call.target) if call else (None, None)
+        accesslog.write(request.scope, started, error.status, codec.protocol, alias, target, error.message)
+        response = _error(codec, error)
+        observer.refused(error, bytes(response.body))
+        if observer is not NOBODY:
+            if self.settings.finish_inside_response:
+                await observer.finish(error.status)
+            else:
+                response.background = _tasks([_finish(observer, error.status)])
+        return response
+
+
+def _finish(observer: Observer, status: int) -> Callable[[], Awaitable[None]]:
+    async def finish() -> None:
+        await observer.finish(status)
+
+    return finish
+
+
+async def _json_body(request: Request, cap: int) -> tuple[Any, bytes]:
+    """The body parsed, and as it came."""
     raw = await _body(request, cap)
-    if exchange is not None:
-        exchange.client_request.add(raw)
     if not raw:
         raise ProxyError(400, "the request has no body; send a JSON object")
     try:
-        return loads(raw)
+        return loads(raw), raw
     except ValueError as exc:
         raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -429,8 +478,8 @@ class AccessGate:
 
 
 class Recorder:
-    """Starts an exchange record for sampled generate requests and writes it
-    to the sink once the answer is complete."""
+    """Starts a research record (an observer) for sampled generate requests;
+    it is written to the sink once the answer is complete."""
 
     def __init__(self, sink: LogSink | None, sample: float, limit: int, keys: KeyRing) -> None:
         self.sink = sink
@@ -438,19 +487,17 @@ class Recorder:
         self.limit = limit
         self.keys = keys
 
-    def start(self, request: Request, route: Route, codec: ClientCodec, group: str) -> Exchange | None:
-        if self.sink is None or route.operation != "generate":
+    def start(self, request: Request, codec: ClientCodec, group: str) -> Recording | None:
+        if self.sink is None:
             return None
         if self.sample < 1 and random.random() >= self.sample:
             return None
-        return Exchange(
+        exchange = Exchange(
             route=f"{request.method} {request.url.path}", client_protocol=codec.protocol, group=group, limit=self.limit
         )
+        return Recording(exchange, self.keys.secrets, self._write)
 
-    def writer(self, exchange: Exchange):
-        async def write() -> None:
-            assert self.sink is not None
-            record = exchange.record(self.keys.secrets())
-            await asyncio.to_thread(self.sink.safe_write, record)
-
-        return write
+    async def _write(self, record: dict[str, Any]) -> None:
+        sink = self.sink
+        if sink is not None and not await asyncio.to_thread(sink.safe_write, record):
+            telemetry.count("LogWriteFailures")

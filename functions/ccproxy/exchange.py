@@ -1,10 +1,11 @@
 """The research record of one exchange: what the client sent, what went
 upstream, what came back, what the client got, with times and usage.
 
-The proxy fills an `Exchange` as the request goes; `record()` turns it into
-the stored document (schema_version 1, one JSON line; the Glue table in
-template.yaml has the same columns). Keys never reach it: auth headers are
-never captured, and every known secret is replaced wherever it appears.
+A `Recording` observes the request (see observe.py) and fills its
+`Exchange` as the request goes; `record()` turns that into the stored
+document (schema_version 1, one JSON line; the Glue table in template.yaml
+has the same columns). Keys never reach it: auth headers are never captured,
+and every known secret is replaced wherever it appears.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
+from .errors import ProxyError
 from .jsonutil import dumps
-from .unified import Response, Text, Thinking, ToolCall
+from .observe import Observer
+from .unified import Request, Response, Text, Thinking, ToolCall
 
 SCHEMA_VERSION = 1
 
@@ -182,8 +186,65 @@ def redact(document: dict[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
     return document if scrubbed is text else json.loads(scrubbed)
 
 
-def object_key(record: dict[str, Any], prefix: str = "") -> str:
-    """`{prefix}dt=YYYY-MM-DD/hour=HH/{id}.json.gz`: partitions Athena can
-    project without crawling."""
-    received = record["received"]
-    return f"{prefix}dt={received[:10]}/hour={received[11:13]}/{record['id']}.json.gz"
+class Recording(Observer):
+    """The research record as an observer of the request: each report fills
+    its part of the `Exchange`; `finish` writes the record (through `write`,
+    off the request path) with every secret in `secrets()` replaced."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        secrets: Callable[[], Iterable[str]],
+        write: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.exchange = exchange
+        self.secrets = secrets
+        self.write = write
+
+    def client_request(self, body: bytes) -> None:
+        self.exchange.client_request.add(body)
+
+    def routed(self, group: str, alias: str, request: Request) -> None:
+        exchange = self.exchange
+        exchange.group, exchange.alias, exchange.model, exchange.stream = group, alias, request.model, request.stream
+        exchange.system, exchange.tools = request.system, [tool.name for tool in request.tools]
+
+    def attempt_started(
+        self, provider: str, model: str, protocol: str, key_fingerprint: str, compat: bool, passthrough: bool
+    ) -> None:
+        exchange = self.exchange
+        exchange.target = {"provider": provider, "model": model, "protocol": protocol}
+        exchange.key_fingerprint = key_fingerprint
+        exchange.compat, exchange.passthrough = compat, passthrough
+
+    def upstream_request(self, body: bytes, left_out: Sequence[str]) -> None:
+        exchange = self.exchange
+        exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
+        exchange.upstream_request.add(body)
+        exchange.left_out = list(left_out)
+
+    def upstream_answered(self) -> None:
+        self.exchange.mark_upstream_first_byte()
+
+    def upstream_chunk(self, chunk: bytes) -> None:
+        self.exchange.upstream_response.add(chunk)
+
+    def attempt_failed(self, provider: str, model: str, key_fingerprint: str, error: ProxyError) -> None:
+        self.exchange.attempt(provider, model, key_fingerprint, error.status, error.message)
+
+    def client_chunk(self, piece: bytes) -> None:
+        self.exchange.mark_client_first_byte()
+        self.exchange.client_response.add(piece)
+
+    def answered(self, response: Response, error: ProxyError | None, upstream_latency_ms: float) -> None:
+        self.exchange.answered(response)
+        if error is not None:
+            self.exchange.error = {"status": error.status, "message": error.message}
+
+    def refused(self, error: ProxyError, body: bytes) -> None:
+        self.exchange.failed(error.status, error.message)
+        self.exchange.client_response.add(body)
+
+    async def finish(self, status: int) -> None:
+        self.exchange.status = status
+        await self.write(self.exchange.record(self.secrets()))

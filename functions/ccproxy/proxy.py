@@ -6,30 +6,29 @@ Knows nothing of Starlette or Lambda: handlers hand in a `Call` and get an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
-import httpx
 from pydantic import ValidationError
 
-from . import routing, telemetry
+from . import routing
 from .compat import CompatStream, parse_response, rewrite_request
 from .config import Config, Provider, Target
 from .errors import ProxyError
-from .exchange import Capture, Exchange
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, fingerprint, scrub
+from .media import prepare_media
+from .observe import NOBODY, Observer
 from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, upstream_decoded
 from .protocols import upstream_codec
 from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, StreamDecoder, UpstreamCodec
 from .protocols.common import estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
-from .unified import Accumulator, Document, Image, Request, StreamError, StreamEvent, ToolResult, Usage
-from .upstream import MAX_ANSWER_BYTES, TooLarge, UnsupportedEncoding, UpstreamClient, inflater, timeout
+from .unified import Accumulator, Request, StreamError, StreamEvent, Usage
+from .upstream import UpstreamClient, UpstreamReply
 
 log = logging.getLogger("ccproxy")
 
@@ -51,7 +50,7 @@ class Call:
     compat_prefix: bool
     body: Any
     headers: Mapping[str, str]
-    exchange: Exchange | None = None  # filled when research logging is on
+    observer: Observer = NOBODY  # the research record and the metrics, where they listen
     # Where the call went, for the access log: the alias its model matched
     # and the target that answered (or was tried last).
     alias: str | None = None
@@ -134,11 +133,8 @@ class Proxy:
         request = _decoded(lambda: client.decode_request(call.body, call.ctx))
         resolution = routing.resolve(self.config, call.group, request.model)
         call.alias = resolution.alias
-        exchange = call.exchange
-        if exchange is not None:
-            exchange.alias, exchange.model, exchange.stream = resolution.alias, request.model, request.stream
-            exchange.group = resolution.group_name
-            exchange.system, exchange.tools = request.system, [t.name for t in request.tools]
+        observer = call.observer
+        observer.routed(resolution.group_name, resolution.alias, request)
         targets = resolution.targets
         entries = self.rotation.entries(targets, [t.weight for t in targets])
         plan = await self.rotation.plan(f"{resolution.group_name}:{resolution.alias}", entries)
@@ -154,28 +150,14 @@ class Proxy:
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
             passthrough = attempt.codec.protocol == client.protocol and call.route.passthrough and not compat
             call.target = str(entry.target)
-            if exchange is not None:
-                exchange.target = {
-                    "provider": entry.target.provider,
-                    "model": entry.target.model,
-                    "protocol": provider.protocol,
-                }
-                exchange.key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
-                exchange.compat, exchange.passthrough = compat, passthrough
+            key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
+            observer.attempt_started(
+                entry.target.provider, entry.target.model, provider.protocol, key_fingerprint, compat, passthrough
+            )
             try:
                 return await self._generate_once(call, request, attempt, passthrough, compat, deadline)
             except ProxyError as error:
-                if exchange is not None:
-                    exchange.attempt(
-                        entry.target.provider,
-                        entry.target.model,
-                        exchange.key_fingerprint or "",
-                        error.status,
-                        error.message,
-                    )
-                telemetry.record(
-                    entry.target.provider, entry.target.model, client.protocol, error.status, None, None, None
-                )
+                observer.attempt_failed(entry.target.provider, entry.target.model, key_fingerprint, error)
                 if not retryable(error):
                     raise
                 await self.rotation.failed(entry, error, alternatives=len(plan) > 1)
@@ -195,88 +177,97 @@ class Proxy:
         key = keys[turn % len(keys)]
         return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key)
 
-    def _record_usage(
-        self, call: Call, attempt: Attempt, latency_ms: float, usage: Callable[[], Usage]
-    ) -> Callable[[], Awaitable[None]]:
-        """Usage counters and metrics, once the answer is complete."""
+    def _count_usage(self, attempt: Attempt, usage: Callable[[], Usage]) -> Callable[[], Awaitable[None]]:
+        """The key's usage counters, once the answer is complete."""
 
-        async def record() -> None:
-            used = usage()
-            telemetry.record(
-                attempt.provider_id,
-                attempt.target.model,
-                call.codec.protocol,
-                200,
-                latency_ms,
-                used.input_tokens,
-                used.output_tokens,
-            )
+        async def count() -> None:
             if attempt.entry is None:
                 return
+            used = usage()
             try:
                 await self.rotation.used(attempt.entry, used.input_tokens, used.output_tokens)
             except Exception:  # counters must never fail a request that succeeded
                 log.exception("could not record usage for %s", attempt.entry.name)
 
-        return record
+        return count
 
     async def _generate_once(
         self, call: Call, request: Request, attempt: Attempt, passthrough: bool, compat: bool, deadline: float
     ) -> Answer:
-        upstream = attempt.codec
-        model = attempt.target.model
-        exchange = call.exchange
+        upstream, model, observer = attempt.codec, attempt.target.model, call.observer
         left_out: list[str] = []
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
         else:
             left_out = upstream.left_out(request)
-            await self._prepare_media(request, attempt)
+            await prepare_media(request, upstream, attempt.provider_id, self.config.fetch, self.http)
             body = _decoded(lambda: upstream.encode_request(rewrite_request(request) if compat else request, model))
             headers = upstream.upstream_headers(request)
-        if exchange is not None:
-            exchange.left_out = left_out
+        content = dumpb(body)
+        observer.upstream_request(content, left_out)
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
         sent = time.perf_counter()
-        response = await self._send(attempt, url, body, headers, exchange, deadline)
+        reply = await self._send(attempt, url, content, headers, deadline)
         latency_ms = (time.perf_counter() - sent) * 1000
-        if exchange is not None:
-            exchange.mark_upstream_first_byte()
-        if response.status_code >= 400:
-            return await self._upstream_error(response, attempt, passthrough, deadline)
+        observer.upstream_answered()
+        if reply.status >= 400:
+            return await self._upstream_error(reply, attempt, passthrough, deadline)
         # No protocol's answer has a place for what the upstream could not
         # take, so a header says it.
         answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
-
-        if not request.stream:
-            content = await _read(response, deadline, self.config.limits.answer_bytes)
-            if exchange is not None:
-                exchange.upstream_response.add(content)  # kept even when it cannot be read
-            parsed = _parse_json(content)
-            decoded = upstream_decoded(lambda: upstream.decode_response(parsed))
-            if compat:
-                decoded = parse_response(decoded, request.tools)
-            if passthrough:
-                upstream.rename_model(parsed, request.model)
-                out = dumpb(parsed)
-            else:
-                out = dumpb(call.codec.encode_response(decoded, request))
-            if exchange is not None:
-                exchange.client_response.add(out)
-                exchange.answered(decoded)
-                exchange.mark_client_first_byte()
-            return Answer(
-                raw=out,
-                headers=answer_headers,
-                after=[self._record_usage(call, attempt, latency_ms, lambda: decoded.usage)],
+        if request.stream:
+            return self._stream_answer(
+                call, request, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
             )
+        return await self._whole_answer(
+            call, request, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
+        )
 
-        _check_stream_type(response, upstream)
+    async def _whole_answer(
+        self,
+        call: Call,
+        request: Request,
+        attempt: Attempt,
+        reply: UpstreamReply,
+        passthrough: bool,
+        compat: bool,
+        deadline: float,
+        latency_ms: float,
+        headers: dict[str, str],
+    ) -> Answer:
+        upstream, observer = attempt.codec, call.observer
+        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        observer.upstream_chunk(content)  # kept even when it cannot be read
+        parsed = _parse_json(content)
+        decoded = upstream_decoded(lambda: upstream.decode_response(parsed))
+        if compat:
+            decoded = parse_response(decoded, request.tools)
+        if passthrough:
+            upstream.rename_model(parsed, request.model)
+            out = dumpb(parsed)
+        else:
+            out = dumpb(call.codec.encode_response(decoded, request))
+        observer.client_chunk(out)
+        observer.answered(decoded, None, latency_ms)
+        return Answer(raw=out, headers=headers, after=[self._count_usage(attempt, lambda: decoded.usage)])
+
+    def _stream_answer(
+        self,
+        call: Call,
+        request: Request,
+        attempt: Attempt,
+        reply: UpstreamReply,
+        passthrough: bool,
+        compat: bool,
+        deadline: float,
+        latency_ms: float,
+        headers: dict[str, str],
+    ) -> Answer:
+        upstream, observer = attempt.codec, call.observer
+        _check_stream_type(reply, upstream)
         accumulator = Accumulator()
-        chunks = _iterate(response, deadline, self.config.limits.answer_bytes)
-        if exchange is not None:
-            chunks = _tee(chunks, exchange.upstream_response.add)
+        chunks = reply.chunks(deadline, self.config.limits.answer_bytes, observer.upstream_chunk)
         if passthrough:
             secrets = self.keys.secrets()
 
@@ -301,13 +292,11 @@ class Proxy:
                 observe,
                 CompatStream(request.tools) if compat else None,
             )
-        if exchange is not None:
-            stream = _recorded(stream, exchange, accumulator)
         return Answer(
-            stream=_closing(stream, response),
+            stream=_delivered(stream, reply, observer, accumulator, latency_ms),
             media_type=call.codec.stream_media_type,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **answer_headers},
-            after=[self._record_usage(call, attempt, latency_ms, lambda: accumulator.response.usage)],
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
+            after=[self._count_usage(attempt, lambda: accumulator.response.usage)],
         )
 
     def _stream_decoder(self, upstream: UpstreamCodec) -> StreamDecoder:
@@ -320,81 +309,34 @@ class Proxy:
         self,
         attempt: Attempt,
         url: str,
-        body: Any,
+        content: bytes,
         extra_headers: Mapping[str, str] | None,
-        exchange: Exchange | None,
         deadline: float,
-    ) -> httpx.Response:
+    ) -> UpstreamReply:
         headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra_headers or {})}
         headers.update(attempt.codec.auth_headers(attempt.key))
         headers.update(attempt.provider.headers)
-        content = dumpb(body)
-        if exchange is not None:
-            exchange.upstream_request = Capture(exchange.limit)  # the attempt that answers is the one kept
-            exchange.upstream_request.add(content)
         # Each attempt has what is left of the request's deadline, at most its
         # provider's own timeout.
         seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self.http.send("POST", url, timeout(seconds), content, headers, attempt.provider)
-        except (httpx.TimeoutException, TimeoutError):
-            raise ProxyError(504, f"provider {attempt.provider_id!r} did not answer in time", kind="timeout") from None
-        except httpx.HTTPError as exc:
-            raise ProxyError(
-                502, f"cannot reach provider {attempt.provider_id!r} ({type(exc).__name__})", kind="unavailable"
-            ) from None
+        return await self.http.post(url, content, headers, attempt.provider, seconds, deadline, attempt.provider_id)
 
     async def _upstream_error(
-        self, response: httpx.Response, attempt: Attempt, passthrough: bool, deadline: float
+        self, reply: UpstreamReply, attempt: Attempt, passthrough: bool, deadline: float
     ) -> Answer:
-        content = await _read(response, deadline, self.config.limits.answer_bytes)
-        error = _error_of(attempt.codec, response, content)
-        error.status = response.status_code
+        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        error = _error_of(attempt.codec, reply, content)
+        error.status = reply.status
         if retryable(error):
             raise error
         if passthrough:
             # Same protocol: the upstream's error is already in the client's shape.
             return Answer(
-                status=response.status_code,
+                status=reply.status,
                 raw=content,
-                media_type=response.headers.get("content-type", "application/json"),
+                media_type=reply.headers.get("content-type", "application/json"),
             )
         raise error
-
-    async def _prepare_media(self, request: Request, attempt: Attempt) -> None:
-        """Images and documents as the upstream can take them: fetched here
-        where it cannot fetch a URL itself; a document type it cannot read at
-        all is the client's to change (400, naming the upstream)."""
-        upstream = attempt.codec
-        for part in _media(request):
-            if isinstance(part, Document):
-                if part.text is not None:
-                    continue
-                if part.media_type not in upstream.document_types:
-                    raise ProxyError(
-                        400,
-                        f"{request.model!r} routes to provider {attempt.provider_id!r}, whose protocol "
-                        f"({upstream.protocol}) cannot read {part.media_type} documents; send the document's "
-                        "text instead, or use a model that reads them",
-                        param="messages",
-                    )
-                if part.data is None and not upstream.document_urls:
-                    part.data, part.media_type, part.url = *await self._fetch(part.url or "", "document"), None
-            elif part.data is None and part.url and upstream.needs_inline_images:
-                part.data, part.media_type, part.url = *await self._fetch(part.url, "image"), None
-
-    async def _fetch(self, url: str, what: str) -> tuple[str, str]:
-        """The base64 content and media type at `url`, fetched under the
-        config's guard (public addresses only, size and time caps)."""
-        import base64
-
-        from .fetch import FetchPolicy, fetch_media
-
-        settings = self.config.fetch
-        policy = FetchPolicy(max_bytes=settings.max_bytes, timeout=settings.timeout, allow=tuple(settings.allow))
-        content, media_type = await fetch_media(self.http, url, policy, what)
-        return base64.b64encode(content).decode(), media_type
 
     # ------------------------------------------------------------ count tokens and embeddings
     # One upstream call on the first target, never touching key health.
@@ -454,10 +396,10 @@ class Proxy:
         self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None
     ) -> bytes:
         deadline = time.monotonic() + self.config.deadline
-        response = await self._send(attempt, attempt.provider.base_url + path, body, headers, None, deadline)
-        content = await _read(response, deadline, self.config.limits.answer_bytes)
-        if response.status_code >= 400:
-            raise _error_of(attempt.codec, response, content)
+        reply = await self._send(attempt, attempt.provider.base_url + path, dumpb(body), headers, deadline)
+        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        if reply.status >= 400:
+            raise _error_of(attempt.codec, reply, content)
         return content
 
 
@@ -487,13 +429,13 @@ def _decoded(decode: Callable[[], T]) -> T:
         ) from None
 
 
-def _error_of(upstream: UpstreamCodec, response: httpx.Response, content: bytes) -> ProxyError:
+def _error_of(upstream: UpstreamCodec, reply: UpstreamReply, content: bytes) -> ProxyError:
     """The upstream's error answer as a ProxyError with its status, whatever
     the shape of its body."""
     try:
-        return upstream.decode_error(response.status_code, content, response.headers)
+        return upstream.decode_error(reply.status, content, reply.headers)
     except UNREADABLE:
-        return ProxyError(response.status_code, f"upstream error {response.status_code}")
+        return ProxyError(reply.status, f"upstream error {reply.status}")
 
 
 def _forwarded(upstream: UpstreamCodec, headers: Mapping[str, str]) -> dict[str, str]:
@@ -505,46 +447,15 @@ def _forwarded(upstream: UpstreamCodec, headers: Mapping[str, str]) -> dict[str,
 _TOLERATED_STREAM_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
 
 
-def _check_stream_type(response: httpx.Response, upstream: UpstreamCodec) -> None:
+def _check_stream_type(reply: UpstreamReply, upstream: UpstreamCodec) -> None:
     """A 200 that is not a stream (an HTML page from a gateway, a whole JSON
     answer) is refused before the client sees a byte, while its status can
     still say so."""
-    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type = reply.media_type
     if media_type != upstream.stream_media_type and media_type not in _TOLERATED_STREAM_TYPES:
         raise ProxyError(
             502, f"the upstream answered a stream request with {media_type}, not a stream", kind="unavailable"
         )
-
-
-def _media(request: Request) -> list[Image | Document]:
-    """Every image and document of the request, those in tool results too."""
-    found: list[Image | Document] = []
-    for message in request.messages:
-        for part in message.content:
-            if isinstance(part, (Image, Document)):
-                found.append(part)
-            elif isinstance(part, ToolResult):
-                found.extend(p for p in part.content if isinstance(p, (Image, Document)))
-    return found
-
-
-async def _read(response: httpx.Response, deadline: float, cap: int = MAX_ANSWER_BYTES) -> bytes:
-    """The whole body, decompressed under its cap, within the deadline."""
-    pieces: list[bytes] = []
-    try:
-        body = inflater(response, cap)
-        async with asyncio.timeout_at(deadline):
-            async for chunk in response.aiter_raw():
-                pieces.extend(body.feed(chunk))
-    except (httpx.TimeoutException, TimeoutError):
-        raise ProxyError(504, "the upstream stopped answering", kind="timeout") from None
-    except httpx.HTTPError as exc:
-        raise ProxyError(502, f"the upstream connection failed ({type(exc).__name__})") from None
-    except (TooLarge, UnsupportedEncoding) as exc:
-        raise ProxyError(502, f"the upstream's answer cannot be read: {exc}") from None
-    finally:
-        await response.aclose()
-    return b"".join(pieces)
 
 
 def _parse_json(content: bytes) -> Any:
@@ -554,54 +465,21 @@ def _parse_json(content: bytes) -> Any:
         raise ProxyError(502, f"the upstream answered with something that is not JSON: {content[:200]!r}") from None
 
 
-async def _iterate(response: httpx.Response, deadline: float, cap: int = MAX_ANSWER_BYTES) -> AsyncIterator[bytes]:
-    """The body as it arrives, decompressed under the cap (an upstream asked
-    for identity may compress all the same); it ends with the request's
-    deadline too."""
-    chunks = response.aiter_raw().__aiter__()
-    try:
-        body = inflater(response, cap)
-        while True:
-            async with asyncio.timeout_at(deadline):
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
-            for out in body.feed(chunk):
-                yield out
-    except TimeoutError:
-        raise ProxyError(504, "the request's deadline passed mid-stream", kind="timeout") from None
-    except httpx.TimeoutException:
-        raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
-    except httpx.HTTPError as exc:
-        raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None
-    except (TooLarge, UnsupportedEncoding) as exc:
-        raise ProxyError(502, f"the upstream's stream cannot be read: {exc}") from None
-
-
-async def _tee(chunks: AsyncIterator[bytes], keep: Callable[[bytes], None]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        keep(chunk)
-        yield chunk
-
-
-async def _recorded(stream: AsyncIterator[bytes], exchange: Exchange, accumulator: Accumulator) -> AsyncIterator[bytes]:
-    """The client's stream, kept for the exchange record as it goes out."""
-    async for piece in stream:
-        exchange.mark_client_first_byte()
-        exchange.client_response.add(piece)
-        yield piece
-    exchange.answered(accumulator.response)
-    if accumulator.error is not None:
-        exchange.error = {"status": accumulator.error.status, "message": accumulator.error.message}
-    exchange.finish()
-
-
-async def _closing(stream: AsyncIterator[bytes], response: httpx.Response) -> AsyncIterator[bytes]:
-    """The stream, with the upstream response closed however it ends: at
-    EOF, on error, or when a client that went away cancels it."""
+async def _delivered(
+    stream: AsyncIterator[bytes],
+    reply: UpstreamReply,
+    observer: Observer,
+    accumulator: Accumulator,
+    latency_ms: float,
+) -> AsyncIterator[bytes]:
+    """The client's stream as it goes out, shown to the observer piece by
+    piece and, once it ends, as the assembled answer; the upstream reply is
+    closed however it ends: at EOF, on error, or when a client that went
+    away cancels it."""
     try:
         async for piece in stream:
+            observer.client_chunk(piece)
             yield piece
+        observer.answered(accumulator.response, accumulator.error, latency_ms)
     finally:
-        await response.aclose()
+        await reply.aclose()

@@ -27,6 +27,10 @@ import logging
 import os
 from typing import Any
 
+from .errors import ProxyError
+from .observe import Observer
+from .unified import Response
+
 NAMESPACE = "ccproxy"
 SERVICE = "ccproxy"  # also the name of the stdlib logger the app logs to
 
@@ -71,13 +75,14 @@ def _emf() -> Any:
 
 
 def record(
+    *,
     provider: str,
     model: str,
     client_protocol: str,
     status: int,
-    upstream_latency_ms: float | None,
-    input_tokens: int | None,
-    output_tokens: int | None,
+    upstream_latency_ms: float | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
 ) -> None:
     """Emit one request's metrics as a single EMF line, flushed at once.
 
@@ -106,6 +111,42 @@ def record(
         metrics.flush_metrics()
     except Exception as exc:  # metrics are best effort
         log.warning("metrics not recorded (%s: %s)", type(exc).__name__, exc)
+
+
+class Metrics(Observer):
+    """The metrics as an observer of one request: a line for each failed
+    attempt at once, and one for the answer once its last byte is out."""
+
+    def __init__(self, client_protocol: str) -> None:
+        self.client_protocol = client_protocol
+        self.target: tuple[str, str] | None = None
+        self.latency_ms: float | None = None
+        self.usage: tuple[int | None, int | None] | None = None
+
+    def attempt_started(
+        self, provider: str, model: str, protocol: str, key_fingerprint: str, compat: bool, passthrough: bool
+    ) -> None:
+        self.target = (provider, model)
+
+    def attempt_failed(self, provider: str, model: str, key_fingerprint: str, error: ProxyError) -> None:
+        record(provider=provider, model=model, client_protocol=self.client_protocol, status=error.status)
+
+    def answered(self, response: Response, error: ProxyError | None, upstream_latency_ms: float) -> None:
+        self.latency_ms = upstream_latency_ms
+        self.usage = (response.usage.input_tokens, response.usage.output_tokens)
+
+    async def finish(self, status: int) -> None:
+        if self.target is None or self.usage is None:
+            return  # failed attempts were counted as they failed
+        record(
+            provider=self.target[0],
+            model=self.target[1],
+            client_protocol=self.client_protocol,
+            status=200,
+            upstream_latency_ms=self.latency_ms,
+            input_tokens=self.usage[0],
+            output_tokens=self.usage[1],
+        )
 
 
 def count(name: str, value: int = 1) -> None:

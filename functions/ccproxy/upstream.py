@@ -1,22 +1,27 @@
-"""The one pooled HTTP client every upstream request goes through."""
+"""The one pooled HTTP client every upstream request goes through, and the
+upstream's answer as the proxy reads it (`UpstreamReply`): here, and only
+here, transport failures become ProxyErrors (504 when time ran out, 502
+otherwise), so the proxy above knows no HTTP library."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Coroutine, Iterator
 
 import httpx
 
 from . import __version__
+from .errors import ProxyError
 
 if TYPE_CHECKING:
     from .aiohttp_transport import AiohttpTransport
 
 USER_AGENT = f"ccproxy/{__version__}"
 
-__all__ = ["UpstreamClient", "timeout"]
+__all__ = ["UpstreamClient", "UpstreamReply", "timeout"]
 
 
 class UpstreamClient:
@@ -66,6 +71,28 @@ class UpstreamClient:
         merged = {"user-agent": USER_AGENT, **headers} if headers else {"user-agent": USER_AGENT}
         pool = self._pools.get(asyncio.get_running_loop()) or self._new_pool()
         return pool.send(method, url, list(merged.items()), content, timeout.as_dict(), self._options_of(provider))
+
+    async def post(
+        self,
+        url: str,
+        content: bytes,
+        headers: dict[str, str],
+        provider: Any,
+        seconds: float,
+        deadline: float,
+        name: str,
+    ) -> UpstreamReply:
+        """POSTs `content` to the provider `name` (its config.Provider as
+        `provider`): the reply once its head arrives, within `seconds` and the
+        request.s `deadline` (on time.monotonic())."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return UpstreamReply(await self.send("POST", url, timeout(seconds), content, headers, provider))
+        except (httpx.TimeoutException, TimeoutError):
+            raise ProxyError(504, f"provider {name!r} did not answer in time", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            message = f"cannot reach provider {name!r} ({type(exc).__name__})"
+            raise ProxyError(502, message, kind="unavailable") from None
 
     def _new_pool(self) -> AiohttpTransport:
         from . import aiohttp_transport as transport
@@ -172,3 +199,77 @@ class UnsupportedEncoding(ValueError):
 
 def inflater(response: httpx.Response, cap: int) -> Inflater:
     return Inflater(response.headers.get("content-encoding", "identity"), cap)
+
+
+class UpstreamReply:
+    """An upstream's answer: its status and headers at once; its body read
+    whole or as it arrives, decompressed under a cap and within the
+    request's deadline. Read it or close it."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    @property
+    def media_type(self) -> str:
+        return self._response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    async def read(self, deadline: float, cap: int = MAX_ANSWER_BYTES) -> bytes:
+        """The whole body, decompressed under its cap, within the deadline."""
+        response = self._response
+        pieces: list[bytes] = []
+        try:
+            body = inflater(response, cap)
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.aiter_raw():
+                    pieces.extend(body.feed(chunk))
+        except (httpx.TimeoutException, TimeoutError):
+            raise ProxyError(504, "the upstream stopped answering", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise ProxyError(502, f"the upstream connection failed ({type(exc).__name__})") from None
+        except (TooLarge, UnsupportedEncoding) as exc:
+            raise ProxyError(502, f"the upstream's answer cannot be read: {exc}") from None
+        finally:
+            await response.aclose()
+        return b"".join(pieces)
+
+    async def chunks(
+        self, deadline: float, cap: int, observe: Callable[[bytes], None] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The body as it arrives, decompressed under the cap (an upstream
+        asked for identity may compress all the same), each piece shown to
+        `observe`; it ends with the request's deadline too."""
+        response = self._response
+        raw = response.aiter_raw().__aiter__()
+        try:
+            body = inflater(response, cap)
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        chunk = await raw.__anext__()
+                    except StopAsyncIteration:
+                        return
+                for out in body.feed(chunk):
+                    if observe is not None:
+                        observe(out)
+                    yield out
+        except TimeoutError:
+            raise ProxyError(504, "the request's deadline passed mid-stream", kind="timeout") from None
+        except httpx.TimeoutException:
+            raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None
+        except (TooLarge, UnsupportedEncoding) as exc:
+            raise ProxyError(502, f"the upstream's stream cannot be read: {exc}") from None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()

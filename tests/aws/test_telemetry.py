@@ -29,14 +29,14 @@ def emf_lines(text: str) -> list[dict]:
 
 
 def test_metrics_are_a_no_op_off_lambda(off_lambda, capsys):
-    telemetry.record("openai", "gpt-4.1", "claude", 200, 12.5, 10, 5)
+    telemetry.record(provider="openai", model="gpt-4.1", client_protocol="claude", status=200, upstream_latency_ms=12.5, input_tokens=10, output_tokens=5)
     assert capsys.readouterr().out == ""
 
 
 def test_one_emf_line_per_request_on_lambda(off_lambda, capsys):
     off_lambda.setenv("AWS_LAMBDA_FUNCTION_NAME", "ccproxy-StreamingFunction-abc")
     off_lambda.setenv("POWERTOOLS_SERVICE_NAME", "ccproxy")  # as template.yaml sets it: no extra dimension
-    telemetry.record("openai", "gpt-4.1-mini", "claude", 200, 123.4, 21, 9)
+    telemetry.record(provider="openai", model="gpt-4.1-mini", client_protocol="claude", status=200, upstream_latency_ms=123.4, input_tokens=21, output_tokens=9)
     [line] = emf_lines(capsys.readouterr().out)
     directive = line["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "ccproxy"
@@ -56,8 +56,8 @@ def test_one_emf_line_per_request_on_lambda(off_lambda, capsys):
 
 def test_errors_count_and_unknown_values_are_left_out(off_lambda, capsys):
     off_lambda.setenv("CCPROXY_METRICS", "1")
-    telemetry.record("gemini", "gemini-2.5-flash", "openai", 429, None, None, None)
-    telemetry.record("gemini", "gemini-2.5-flash", "openai", 200, 80.0, 3, None)
+    telemetry.record(provider="gemini", model="gemini-2.5-flash", client_protocol="openai", status=429, upstream_latency_ms=None, input_tokens=None, output_tokens=None)
+    telemetry.record(provider="gemini", model="gemini-2.5-flash", client_protocol="openai", status=200, upstream_latency_ms=80.0, input_tokens=3, output_tokens=None)
     first, second = emf_lines(capsys.readouterr().out)
     assert first["Errors"] == [1] and first["Requests"] == [1]
     assert not {"UpstreamLatency", "InputTokens", "OutputTokens"} & set(first)
@@ -68,24 +68,24 @@ def test_errors_count_and_unknown_values_are_left_out(off_lambda, capsys):
 def test_metrics_can_be_turned_off_on_lambda(off_lambda, capsys):
     off_lambda.setenv("AWS_LAMBDA_FUNCTION_NAME", "f")
     off_lambda.setenv("CCPROXY_METRICS", "0")
-    telemetry.record("openai", "m", "openai", 200, 1.0, 1, 1)
+    telemetry.record(provider="openai", model="m", client_protocol="openai", status=200, upstream_latency_ms=1.0, input_tokens=1, output_tokens=1)
     assert capsys.readouterr().out == ""
 
 
 def test_a_broken_metric_never_raises(off_lambda, capsys):
     off_lambda.setenv("CCPROXY_METRICS", "1")
-    telemetry.record("openai", "m", "openai", 200, float("nan"), 1, 1)  # EMF refuses NaN; no exception here
-    telemetry.record("openai", "m", "openai", 200, 1.0, 1, 1)
+    telemetry.record(provider="openai", model="m", client_protocol="openai", status=200, upstream_latency_ms=float("nan"), input_tokens=1, output_tokens=1)  # EMF refuses NaN; no exception here
+    telemetry.record(provider="openai", model="m", client_protocol="openai", status=200, upstream_latency_ms=1.0, input_tokens=1, output_tokens=1)
     assert len(emf_lines(capsys.readouterr().out)) >= 1
 
 
 def test_recording_is_cheap(off_lambda, capsys):
     off_lambda.setenv("CCPROXY_METRICS", "1")
-    telemetry.record("openai", "m", "openai", 200, 1.0, 1, 1)  # the lazy import
+    telemetry.record(provider="openai", model="m", client_protocol="openai", status=200, upstream_latency_ms=1.0, input_tokens=1, output_tokens=1)  # the lazy import
     count = 200
     started = time.perf_counter()
     for _ in range(count):
-        telemetry.record("openai", "gpt-4.1-mini", "claude", 200, 123.4, 21, 9)
+        telemetry.record(provider="openai", model="gpt-4.1-mini", client_protocol="claude", status=200, upstream_latency_ms=123.4, input_tokens=21, output_tokens=9)
     per_call = (time.perf_counter() - started) / count
     capsys.readouterr()
     assert per_call < 0.002, f"{per_call * 1e6:.0f} µs per record()"

@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..exchange import object_key
 from ..jsonutil import dumpb
 
 log = logging.getLogger("ccproxy")
@@ -43,16 +42,21 @@ class LogSink(ABC):
         return None
 
     def safe_write(self, record: dict[str, Any]) -> bool:
+        """Writes the record; False (logged) when it could not."""
         try:
             self.write(record)
             return True
         except Exception as exc:  # the answer is already out; the record is lost, the request is not
             type(self).failures += 1
             log.error("exchange log not written (%s: %s)", type(exc).__name__, exc)
-            from .. import telemetry
-
-            telemetry.count("LogWriteFailures")
             return False
+
+
+def object_key(record: dict[str, Any], prefix: str = "") -> str:
+    """`{prefix}dt=YYYY-MM-DD/hour=HH/{id}.json.gz`: partitions Athena can
+    project without crawling."""
+    received = record["received"]
+    return f"{prefix}dt={received[:10]}/hour={received[11:13]}/{record['id']}.json.gz"
 
 
 def encode(record: dict[str, Any]) -> bytes:
