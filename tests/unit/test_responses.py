@@ -10,16 +10,19 @@ def drive(body, disconnect_after_end: bool):
     sent: list[dict] = []
     events = {"closed": False, "background": False}
     done = asyncio.Event()
+    some_sent = asyncio.Event()
 
     async def receive():
         if disconnect_after_end:
             await done.wait()  # like uvicorn and Mangum: disconnect once the response is complete
         else:
-            await asyncio.sleep(0.05)  # the client goes away mid-stream
+            await some_sent.wait()  # the client goes away mid-stream, a few pieces in
         return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
+        if len(sent) >= 4:
+            some_sent.set()
         if message["type"] == "http.response.body" and not message.get("more_body"):
             done.set()
 
@@ -39,7 +42,7 @@ async def endless(events):
     try:
         while True:
             yield b"data: tick\n\n"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # a turn for the client's hang-up
     finally:
         events["closed"] = True
 
