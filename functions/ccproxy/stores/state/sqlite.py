@@ -1,139 +1,20 @@
-"""Shared state for key rotation: round-robin counters, cooldowns and usage.
-
-Every server process and every Lambda instance must see the same counters and
-cooldowns, or each would start its rotation at the first key and retry keys
-another instance has just seen rate limited. Embedded, the state lives in a
-SQLite file (shared by the processes on one machine); on AWS in one DynamoDB
-table (as the README's Deploy section says).
-
-Entries are names like "openai#3f2a9c1b" (provider id, then a fingerprint of
-the key): the store never sees a key itself.
-
-The methods are synchronous: SQLite calls are short local writes, and the
-caller runs the DynamoDB store in a worker thread. A SQLite call made on the
-event loop never waits more than a few milliseconds on another process's lock
-(see SqliteStateStore).
-"""
+"""The SQLite state store: one file shared by the processes on a machine."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
 import logging
-import math
-import os
 import sqlite3
 import threading
 import time
 import weakref
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class Cooldown:
-    entry: str
-    until: float  # epoch seconds
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUsage:
-    entry: str
-    day: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-
-
-class StateStore(ABC):
-    # True where each call waits on the network: callers then make it from a
-    # worker thread rather than the event loop.
-    blocks_on_network = False
-
-    @abstractmethod
-    def next_turn(self, pool: str) -> int:
-        """Atomically increment the pool's counter and return the value before
-        the increment: 0, 1, 2, ... across all processes sharing the store."""
-
-    @abstractmethod
-    def cool(self, entry: str, until: float, reason: str) -> None:
-        """Mark `entry` cooling until `until` (epoch seconds). An existing later
-        cooldown wins, so a short retry-after never shortens a long one."""
-
-    @abstractmethod
-    def cooling(self, entries: Sequence[str], now: float) -> dict[str, Cooldown]:
-        """Those of `entries` whose cooldown has not ended by `now`, in one
-        round trip (this is on every request's path)."""
-
-    @abstractmethod
-    def cooldowns(self, now: float) -> list[Cooldown]:
-        """All cooldowns not ended by `now`, sorted by entry (`ccproxy keys`)."""
-
-    @abstractmethod
-    def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
-        """Atomically add to the entry's counts for `day`."""
-
-    @abstractmethod
-    def usage(self, day: str) -> list[KeyUsage]:
-        """Every entry's counts for `day`, sorted by entry."""
-
-    def close(self) -> None:  # noqa: B027  (a store that holds nothing has nothing to release)
-        """Release connections; the store is not used afterwards."""
-
-
-class MemoryStateStore(StateStore):
-    """Process-local state, for unit tests of callers (and a single process
-    that needs no persistence)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._turns: dict[str, int] = {}
-        self._cool: dict[str, Cooldown] = {}
-        self._usage: dict[tuple[str, str], KeyUsage] = {}
-
-    def next_turn(self, pool: str) -> int:
-        with self._lock:
-            turn = self._turns.get(pool, 0)
-            self._turns[pool] = turn + 1
-            return turn
-
-    def cool(self, entry: str, until: float, reason: str) -> None:
-        with self._lock:
-            current = self._cool.get(entry)
-            if current is None or until > current.until:
-                self._cool[entry] = Cooldown(entry, float(until), reason)
-
-    def cooling(self, entries: Sequence[str], now: float) -> dict[str, Cooldown]:
-        with self._lock:
-            found = (self._cool.get(entry) for entry in entries)
-            return {c.entry: c for c in found if c is not None and c.until > now}
-
-    def cooldowns(self, now: float) -> list[Cooldown]:
-        with self._lock:
-            for entry in [e for e, c in self._cool.items() if c.until <= now]:
-                del self._cool[entry]
-            return sorted(self._cool.values(), key=lambda c: c.entry)
-
-    def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
-        with self._lock:
-            old = self._usage.get((day, entry)) or KeyUsage(entry, day, 0, 0, 0)
-            self._usage[(day, entry)] = KeyUsage(
-                entry,
-                day,
-                old.requests + requests,
-                old.input_tokens + input_tokens,
-                old.output_tokens + output_tokens,
-            )
-
-    def usage(self, day: str) -> list[KeyUsage]:
-        with self._lock:
-            return sorted((u for (d, _), u in self._usage.items() if d == day), key=lambda u: u.entry)
-
+from .base import Cooldown, KeyUsage, StateStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (pool TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
@@ -166,6 +47,15 @@ _RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
 USAGE_BATCH_SECONDS = 0.5
 
 log = logging.getLogger("ccproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class _OwedBatch:
+    """A copy of what was owed, written in one transaction."""
+
+    turns: dict[str, int]
+    cools: dict[str, Cooldown]
+    usage: dict[tuple[str, str], tuple[int, int, int]]
 
 
 def _on_event_loop() -> bool:
@@ -512,49 +402,69 @@ class SqliteStateStore(StateStore):
         the lock patiently, off the loop; tries again while it cannot."""
         failures = 0
         while True:
-            with self._owed:
-                while not self._owes() and not self._closed:
-                    self._owed.wait()
-                if not self._owes():
-                    return
-                self._gather_usage()
-                turns, cools, usage = dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed)
+            batch = self._next_batch()
+            if batch is None:
+                return
             try:
-                with self._transaction(self._patient, self._patient_lock) as db:
-                    for pool, count in turns.items():
-                        self._add_turns(db, pool, count)
-                    for cooldown in cools.values():
-                        self._put_cooldown(db, cooldown)
-                    for (day, entry), counts in usage.items():
-                        self._put_usage(db, day, entry, counts)
+                self._write_batch(batch)
             except Exception as exc:  # noqa: BLE001  (locked past busy_timeout, mostly; the data is kept either way)
                 failures += 1
-                with self._owed:
-                    if self._closed:
-                        log.error("state writes lost: the store closed while the database stayed locked (%s)", exc)
-                        return
-                    log.warning("state writes waiting on a locked database (%s); trying again", exc)
-                    self._owed.wait(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                if not self._wait_to_retry(exc, failures):
+                    return
                 continue
             failures = 0
-            with self._owed:  # landed: owed no more (unless owed again meanwhile)
-                for pool, count in turns.items():
-                    left = self._turns_owed.get(pool, 0) - count
-                    if left > 0:
-                        self._turns_owed[pool] = left
-                    else:
-                        self._turns_owed.pop(pool, None)
-                for entry, cooldown in cools.items():
-                    if self._cools_owed.get(entry) is cooldown:
-                        del self._cools_owed[entry]
-                for key, counts in usage.items():
-                    now_owed = self._usage_owed.get(key, (0, 0, 0))
-                    rest = (now_owed[0] - counts[0], now_owed[1] - counts[1], now_owed[2] - counts[2])
-                    if any(rest):
-                        self._usage_owed[key] = rest
-                    else:
-                        self._usage_owed.pop(key, None)
-                self._owed.notify_all()
+            self._forget_written(batch)
+
+    def _next_batch(self) -> _OwedBatch | None:
+        """Wait until something is owed and take a copy of it all; None once
+        the store is closed with nothing owed."""
+        with self._owed:
+            while not self._owes() and not self._closed:
+                self._owed.wait()
+            if not self._owes():
+                return None
+            self._gather_usage()
+            return _OwedBatch(dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed))
+
+    def _write_batch(self, batch: _OwedBatch) -> None:
+        with self._transaction(self._patient, self._patient_lock) as db:
+            for pool, count in batch.turns.items():
+                self._add_turns(db, pool, count)
+            for cooldown in batch.cools.values():
+                self._put_cooldown(db, cooldown)
+            for (day, entry), counts in batch.usage.items():
+                self._put_usage(db, day, entry, counts)
+
+    def _wait_to_retry(self, exc: Exception, failures: int) -> bool:
+        """Back off after a failed write; False when the store has closed
+        meanwhile, and what is owed is lost."""
+        with self._owed:
+            if self._closed:
+                log.error("state writes lost: the store closed while the database stayed locked (%s)", exc)
+                return False
+            log.warning("state writes waiting on a locked database (%s); trying again", exc)
+            self._owed.wait(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+        return True
+
+    def _forget_written(self, batch: _OwedBatch) -> None:
+        with self._owed:  # landed: owed no more (unless owed again meanwhile)
+            for pool, count in batch.turns.items():
+                left = self._turns_owed.get(pool, 0) - count
+                if left > 0:
+                    self._turns_owed[pool] = left
+                else:
+                    self._turns_owed.pop(pool, None)
+            for entry, cooldown in batch.cools.items():
+                if self._cools_owed.get(entry) is cooldown:
+                    del self._cools_owed[entry]
+            for key, counts in batch.usage.items():
+                now_owed = self._usage_owed.get(key, (0, 0, 0))
+                rest = (now_owed[0] - counts[0], now_owed[1] - counts[1], now_owed[2] - counts[2])
+                if any(rest):
+                    self._usage_owed[key] = rest
+                else:
+                    self._usage_owed.pop(key, None)
+            self._owed.notify_all()
 
 
 # Stores with writes possibly owed, flushed at interpreter exit (the server
@@ -569,164 +479,3 @@ def _settle_open_stores() -> None:
             store._settle(store.busy_timeout_ms / 1000)
         except Exception as exc:  # noqa: BLE001  (exiting: say so, nothing more to do)
             log.warning("state writes owed at exit not written (%s)", exc)
-
-
-USAGE_TTL = 90 * 86400  # seconds DynamoDB keeps a day's usage
-COOLDOWN_TTL_SLACK = 60  # seconds a cooldown item outlives its end
-
-
-def _n(value: float | int) -> dict[str, str]:
-    """A DynamoDB number; repr keeps a float's full precision."""
-    return {"N": repr(float(value)) if isinstance(value, float) else str(int(value))}
-
-
-def _cooldown(item: dict[str, Any]) -> Cooldown:
-    return Cooldown(item["entry"]["S"], float(item["until"]["N"]), item["reason"]["S"])
-
-
-class DynamoStateStore(StateStore):
-    """One DynamoDB table (partition key `pk`, TTL attribute `expires_at`):
-
-      turn#<pool>            n                                   round-robin counter
-      cool#<entry>           entry, until, reason, expires_at    cooldown
-      usage#<day>#<entry>    entry, day, requests, input_tokens, output_tokens, expires_at
-
-    TTL deletion is late and best effort, so reads always compare `until` with
-    now. Scans are fine for `cooldowns` and `usage`: the table holds a few
-    items per key and they serve an admin command, not requests.
-    """
-
-    blocks_on_network = True
-
-    def __init__(self, table_name: str, client: Any = None) -> None:
-        self.table_name = table_name
-        if client is None:
-            import boto3  # lazily: importing this module stays cheap without AWS
-
-            # botocore itself reads AWS_DEFAULT_REGION and AWS_ENDPOINT_URL;
-            # AWS_REGION is what Lambda sets, so pass it on.
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            client = boto3.client("dynamodb", region_name=region)
-        self._client = client
-
-    def next_turn(self, pool: str) -> int:
-        reply = self._client.update_item(
-            TableName=self.table_name,
-            Key={"pk": {"S": f"turn#{pool}"}},
-            UpdateExpression="ADD n :one",
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
-        )
-        return int(reply["Attributes"]["n"]["N"]) - 1
-
-    def cool(self, entry: str, until: float, reason: str) -> None:
-        try:
-            self._client.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": f"cool#{entry}"}},
-                UpdateExpression="SET #entry = :entry, #until = :until, #reason = :reason, expires_at = :expires",
-                ConditionExpression="attribute_not_exists(#until) OR #until < :until",
-                ExpressionAttributeNames={"#entry": "entry", "#until": "until", "#reason": "reason"},
-                ExpressionAttributeValues={
-                    ":entry": {"S": entry},
-                    ":until": _n(float(until)),
-                    ":reason": {"S": reason},
-                    ":expires": _n(math.ceil(until) + COOLDOWN_TTL_SLACK),
-                },
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            pass  # a later cooldown is already there: it wins
-
-    def cooling(self, entries: Sequence[str], now: float) -> dict[str, Cooldown]:
-        # BatchGetItem rejects duplicate keys and takes at most 100 keys.
-        wanted = list(dict.fromkeys(entries))
-        found: dict[str, Cooldown] = {}
-        for start in range(0, len(wanted), 100):
-            request: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": [{"pk": {"S": f"cool#{e}"}} for e in wanted[start : start + 100]],
-                    "ProjectionExpression": "#entry, #until, #reason",
-                    "ExpressionAttributeNames": {"#entry": "entry", "#until": "until", "#reason": "reason"},
-                    "ConsistentRead": True,
-                }
-            }
-            for attempt in range(8):
-                reply = self._client.batch_get_item(RequestItems=request)
-                for item in reply.get("Responses", {}).get(self.table_name, []):
-                    cooldown = _cooldown(item)
-                    if cooldown.until > now:
-                        found[cooldown.entry] = cooldown
-                # Keys still unprocessed after the retries count as not
-                # cooling: trying a cooling key costs one failed request.
-                request = reply.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(0.02 * 2**attempt)  # throttled: back off, as AWS advises
-        return found
-
-    def _scan(self, prefix: str, extra_filter: str = "", values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "FilterExpression": "begins_with(pk, :prefix)" + extra_filter,
-            "ExpressionAttributeValues": {":prefix": {"S": prefix}, **(values or {})},
-            "ConsistentRead": True,
-        }
-        if "#until" in extra_filter:
-            kwargs["ExpressionAttributeNames"] = {"#until": "until"}
-        for page in self._client.get_paginator("scan").paginate(**kwargs):
-            items.extend(page.get("Items", []))
-        return items
-
-    def cooldowns(self, now: float) -> list[Cooldown]:
-        items = self._scan("cool#", " AND #until > :now", {":now": _n(float(now))})
-        return sorted((_cooldown(item) for item in items), key=lambda c: c.entry)
-
-    def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
-        self._client.update_item(
-            TableName=self.table_name,
-            Key={"pk": {"S": f"usage#{day}#{entry}"}},
-            UpdateExpression=(
-                "SET #entry = :entry, #day = :day, expires_at = :expires "
-                "ADD requests :requests, input_tokens :input, output_tokens :output"
-            ),
-            ExpressionAttributeNames={"#entry": "entry", "#day": "day"},
-            ExpressionAttributeValues={
-                ":entry": {"S": entry},
-                ":day": {"S": day},
-                ":expires": _n(int(time.time()) + USAGE_TTL),
-                ":requests": _n(int(requests)),
-                ":input": _n(int(input_tokens)),
-                ":output": _n(int(output_tokens)),
-            },
-        )
-
-    def usage(self, day: str) -> list[KeyUsage]:
-        items = self._scan(f"usage#{day}#")
-        found = [
-            KeyUsage(
-                item["entry"]["S"],
-                item["day"]["S"],
-                int(item.get("requests", {}).get("N", "0")),
-                int(item.get("input_tokens", {}).get("N", "0")),
-                int(item.get("output_tokens", {}).get("N", "0")),
-            )
-            for item in items
-        ]
-        # The prefix of day "2026-01-0" would also match day "2026-01-01".
-        return sorted((u for u in found if u.day == day), key=lambda u: u.entry)
-
-    def close(self) -> None:
-        self._client.close()
-
-
-def state_store_from_env(config_dir: Path | None = None) -> StateStore:
-    """CCPROXY_TABLE names a DynamoDB table; else a
-    SQLite file at CCPROXY_STATE, else `.ccproxy/state.db` under the current
-    directory (not beside the config, which may be read-only or shared).
-    `config_dir` is accepted for symmetry with the other stores' factories."""
-    table = os.environ.get("CCPROXY_TABLE")
-    if table:
-        return DynamoStateStore(table)
-    path = os.environ.get("CCPROXY_STATE")
-    return SqliteStateStore(Path(path) if path else Path(".ccproxy") / "state.db")
