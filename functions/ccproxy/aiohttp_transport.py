@@ -47,6 +47,8 @@ import aiohttp
 import httpx
 import yarl
 
+from .environment import Environment
+
 log = logging.getLogger("ccproxy")
 
 OPTIONS = "ccproxy.upstream"  # the httpx request extension that carries UpstreamOptions
@@ -94,7 +96,8 @@ def options_of(provider: Any) -> UpstreamOptions:
 def ssl_context(verify: bool | str = True) -> ssl.SSLContext:
     """The context for a `verify` setting: True trusts certifi's bundle, or
     SSL_CERT_FILE / SSL_CERT_DIR as they are set now (as httpx does)."""
-    return _ssl_context(verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    env = Environment.read()
+    return _ssl_context(verify, env.ssl_cert_file, env.ssl_cert_dir)
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, default_path, load
+from .environment import Environment
 
 
 def _is_loopback(host: str) -> bool:
@@ -22,8 +23,8 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
-def _config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config) if args.config else default_path()
+def _config_path(args: argparse.Namespace, env: Environment) -> Path:
+    return Path(args.config) if args.config else default_path(env)
 
 
 def _load_or_say_why(path: Path) -> Config | None:
@@ -43,11 +44,12 @@ def serve(args: argparse.Namespace) -> int:
     from .stores.secrets import secret_store_from_env
     from .stores.state import state_store_from_env
 
-    config_path = _config_path(args)
+    env = Environment.read()
+    config_path = _config_path(args, env)
     config = _load_or_say_why(config_path)
     if config is None:
         return 2
-    secrets = secret_store_from_env(config_path)
+    secrets = secret_store_from_env(config_path, env=env)
     loopback = _is_loopback(args.host)
     if not loopback and not KeyRing(config, secrets).access_keys():
         print(
@@ -62,8 +64,8 @@ def serve(args: argparse.Namespace) -> int:
         config=config,
         secrets=secrets,
         open_when_no_keys=loopback,
-        state=state_store_from_env(),
-        logs=log_sink_from_env(),
+        state=state_store_from_env(env=env),
+        logs=log_sink_from_env(env),
     )
     app = create_app(settings)
     # One line per request unless asked for quiet, whatever the log level.
@@ -83,12 +85,13 @@ def keys(args: argparse.Namespace) -> int:
     from .stores.secrets import secret_store_from_env
     from .stores.state import state_store_from_env
 
-    config_path = _config_path(args)
+    env = Environment.read()
+    config_path = _config_path(args, env)
     config = _load_or_say_why(config_path)
     if config is None:
         return 2
-    ring = KeyRing(config, secret_store_from_env(config_path))
-    state = state_store_from_env()
+    ring = KeyRing(config, secret_store_from_env(config_path, env=env))
+    state = state_store_from_env(env=env)
     now = time.time()
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     cooldowns = state.cooldowns(now)
@@ -145,16 +148,16 @@ def keys_push(args: argparse.Namespace) -> int:
     """Write the local secrets file into the deployment's secret. Prints key
     fingerprints and counts, never a key."""
     import json
-    import os
 
     from .keys import fingerprint
     from .stores.secrets import SecretsError, parse_secrets
 
-    config_path = _config_path(args)
+    env = Environment.read()
+    config_path = _config_path(args, env)
     if args.file:
         source = Path(args.file)
-    elif os.environ.get("CCPROXY_SECRETS_FILE"):
-        source = Path(os.environ["CCPROXY_SECRETS_FILE"])
+    elif env.secrets_file:
+        source = env.secrets_file
     else:
         source = config_path.parent / "secrets.json"
     try:
@@ -181,7 +184,7 @@ def keys_push(args: argparse.Namespace) -> int:
             return 2
         known = set(config.providers)
 
-    secret_id = args.secret_id or os.environ.get("CCPROXY_SECRET_ID")
+    secret_id = args.secret_id or env.secret_id
     try:
         if not secret_id:
             secret_id = _stack_output(args.stack, "SecretId", args.region)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .environment import Environment
 from .protocols import ProtocolName
 
 ToolMode = Literal["native", "compat"]
@@ -179,6 +180,8 @@ class Config(_Strict):
 def resolve_secret(value: str) -> str | None:
     """A literal key, or `env:NAME` read from the environment (None if unset)."""
     if value.startswith("env:"):
+        # Not a setting of ccproxy's (those are in environment.Environment):
+        # the config names whichever variable holds its key.
         return os.environ.get(value[4:]) or None
     return value or None
 
@@ -218,6 +221,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     return parse(data, str(path))
 
 
-def default_path() -> Path:
-    """--config's default: $CCPROXY_CONFIG, then ./ccproxy.yaml."""
-    return Path(os.environ.get("CCPROXY_CONFIG") or "ccproxy.yaml")
+def default_path(env: Environment | None = None) -> Path:
+    """--config's default: $CCPROXY_CONFIG, then ./ccproxy.yaml. `env`
+    defaults to the process environment as it is now."""
+    return (env or Environment.read()).config or Path("ccproxy.yaml")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from functools import lru_cache
 
 import httpx
 
+from .environment import Environment
 from .errors import ProxyError
 from .upstream import UpstreamClient, timeout
 
@@ -112,8 +112,9 @@ def forbidden(address: str | IPAddress) -> str | None:
 
 def _lambda_runtime_host() -> str | None:
     """The host of the Lambda runtime API (AWS_LAMBDA_RUNTIME_API, host:port):
-    a GET there takes the next invocation's event, so it is never fetched."""
-    value = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    a GET there takes the next invocation's event, so it is never fetched.
+    Read at each check, not at import, so that a change takes effect."""
+    value = Environment.read().lambda_runtime_api
     if not value:
         return None
     try:

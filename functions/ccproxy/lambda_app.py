@@ -19,7 +19,6 @@ re-read (within 5 minutes), with no redeploy.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -27,6 +26,7 @@ from starlette.applications import Starlette
 from . import telemetry
 from .app import Settings, create_app
 from .config import Config, load
+from .environment import Environment
 from .stores.logs import log_sink_from_env
 from .stores.secrets import secret_store_from_env
 from .stores.state import state_store_from_env
@@ -34,8 +34,8 @@ from .stores.state import state_store_from_env
 log = logging.getLogger("ccproxy")
 
 
-def config_path() -> Path:
-    return Path(os.environ.get("CCPROXY_CONFIG") or Path(__file__).parent.parent / "ccproxy.yaml")
+def config_path(env: Environment) -> Path:
+    return env.config or Path(__file__).parent.parent / "ccproxy.yaml"
 
 
 def secret_only(config: Config) -> Config:
@@ -54,45 +54,47 @@ def secret_only(config: Config) -> Config:
     return config.model_copy(update={"providers": providers, "access_keys": []})
 
 
-def where_keys_live() -> str:
-    secret_id = os.environ.get("CCPROXY_SECRET_ID")
-    if secret_id:
-        return f"the secret {secret_id}"
-    if os.environ.get("CCPROXY_SECRETS_FILE"):
-        return f"the secrets file {os.environ['CCPROXY_SECRETS_FILE']}"
+def where_keys_live(env: Environment) -> str:
+    if env.secret_id:
+        return f"the secret {env.secret_id}"
+    if env.secrets_file:
+        return f"the secrets file {env.secrets_file}"
     return "no secret (CCPROXY_SECRET_ID is not set)"
 
 
-def access_key_hint() -> str:
+def access_key_hint(env: Environment) -> str:
     """What the log says when requests are refused for want of an access key."""
-    if not (os.environ.get("CCPROXY_SECRET_ID") or os.environ.get("CCPROXY_SECRETS_FILE")):
+    if not (env.secret_id or env.secrets_file):
         return "CCPROXY_SECRET_ID is not set, and keys come only from the secret"
-    return f"{where_keys_live()} has no access_keys; add one (ccproxy keys push) and it takes effect within 5 minutes"
+    return (
+        f"{where_keys_live(env)} has no access_keys; add one (ccproxy keys push) and it takes effect within 5 minutes"
+    )
 
 
 def create() -> Starlette:
     """The app for both functions (uvicorn's factory for the streaming one,
     Mangum's app for the API one), built once per execution environment."""
-    logger = telemetry.setup_logging()
-    path = config_path()
+    env = Environment.read()
+    logger = telemetry.setup_logging(env)
+    path = config_path(env)
     config = secret_only(load(path))
-    secrets = secret_store_from_env(None)
+    secrets = secret_store_from_env(None, env=env)
     app = create_app(
         Settings(
             config=config,
             secrets=secrets,
             open_when_no_keys=False,
-            state=state_store_from_env(),
-            logs=log_sink_from_env(),
+            state=state_store_from_env(env=env),
+            logs=log_sink_from_env(env),
             finish_inside_response=True,
-            access_key_hint=access_key_hint(),
+            access_key_hint=access_key_hint(env),
         )
     )
     app.add_middleware(telemetry.RequestContext, logger=logger)
     log.info(
         "ccproxy ready: config %s; keys from %s; state in %s",
         path,
-        where_keys_live(),
-        f"table {os.environ['CCPROXY_TABLE']}" if os.environ.get("CCPROXY_TABLE") else "SQLite",
+        where_keys_live(env),
+        f"table {env.table}" if env.table else "SQLite",
     )
     return app

@@ -24,44 +24,39 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
+from .environment import DEFAULT_METRICS_NAMESPACE, Environment
 from .errors import ProxyError
 from .observe import Observer
 from .unified import Response
 
-NAMESPACE = "ccproxy"
+NAMESPACE = DEFAULT_METRICS_NAMESPACE
 SERVICE = "ccproxy"  # also the name of the stdlib logger the app logs to
 
 log = logging.getLogger("ccproxy.telemetry")
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 _emf_class: Any = None
 _logger: Any = None
 _cold = True
 
 
-def on_lambda() -> bool:
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+# Each function reads the environment when called, not at import: a
+# variable changed in between (as the tests do) takes effect.
 
 
-def _flag(name: str) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return None
-    return value in _TRUE
+def on_lambda(env: Environment | None = None) -> bool:
+    return (env or Environment.read()).on_lambda
 
 
-def metrics_enabled() -> bool:
-    flag = _flag("CCPROXY_METRICS")
-    return on_lambda() if flag is None else flag
+def metrics_enabled(env: Environment | None = None) -> bool:
+    env = env or Environment.read()
+    return env.on_lambda if env.metrics is None else env.metrics
 
 
-def json_logs_enabled() -> bool:
-    flag = _flag("CCPROXY_JSON_LOGS")
-    return on_lambda() if flag is None else flag
+def json_logs_enabled(env: Environment | None = None) -> bool:
+    env = env or Environment.read()
+    return env.on_lambda if env.json_logs is None else env.json_logs
 
 
 def _emf() -> Any:
@@ -88,14 +83,15 @@ def record(
 
     A no-op unless metrics are enabled (see the module doc). Never raises:
     metrics must not fail a request."""
-    if not metrics_enabled():
+    env = Environment.read()
+    if not metrics_enabled(env):
         return
     try:
         # A fresh provider per call: its metric and dimension sets are its
         # own, so concurrent requests never mix their values (Powertools'
         # `Metrics` shares one set between every instance). `service=""`
         # keeps POWERTOOLS_SERVICE_NAME from adding a third dimension.
-        metrics = _emf()(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service="")
+        metrics = _emf()(namespace=env.metrics_namespace, service="")
         metrics.add_dimension(name="provider", value=str(provider or "unknown"))
         metrics.add_dimension(name="model", value=str(model or "unknown"))
         metrics.add_metadata(key="client_protocol", value=str(client_protocol))
@@ -151,27 +147,28 @@ class Metrics(Observer):
 
 def count(name: str, value: int = 1) -> None:
     """One dimensionless count (for instance LogWriteFailures), as EMF."""
-    if not metrics_enabled():
+    env = Environment.read()
+    if not metrics_enabled(env):
         return
     try:
-        metrics = _emf()(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service="")
+        metrics = _emf()(namespace=env.metrics_namespace, service="")
         metrics.add_metric(name=name, unit="Count", value=value)
         metrics.flush_metrics()
     except Exception as exc:  # metrics are best effort
         log.warning("metric %s not recorded (%s: %s)", name, type(exc).__name__, exc)
 
 
-def setup_logging() -> Any:
+def setup_logging(env: Environment | None = None) -> Any:
     """Structured JSON logging for the `ccproxy` logger and its children, on
     stdout (where Lambda sends it to CloudWatch). Returns the Powertools
     Logger, or None when JSON logs are off (then nothing changes)."""
     global _logger
-    if _logger is not None or not json_logs_enabled():
+    env = env or Environment.read()
+    if _logger is not None or not json_logs_enabled(env):
         return _logger
     from aws_lambda_powertools.logging import Logger
 
-    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
-    _logger = Logger(service=SERVICE, level=level.upper())
+    _logger = Logger(service=SERVICE, level=env.log_level)
     return _logger
 
 

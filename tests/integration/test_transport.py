@@ -960,7 +960,7 @@ def test_a_closed_loops_session_is_dropped_when_another_loop_sends():
 def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
     import gzip
 
-    from ccproxy.proxy import _iterate
+    from ccproxy.upstream import MAX_ANSWER_BYTES, UpstreamReply
 
     events = b"data: {\"a\":1}\n\ndata: [DONE]\n\n"
 
@@ -974,7 +974,8 @@ def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
         async with RawServer(handler) as server:
             client = UpstreamClient()
             response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
-            got = b"".join([chunk async for chunk in _iterate(response, time.monotonic() + 5)])
+            reply = UpstreamReply(response)
+            got = b"".join([chunk async for chunk in reply.chunks(time.monotonic() + 5, MAX_ANSWER_BYTES)])
             await client.aclose()
             return got, server.received[0].headers["accept-encoding"]
 
@@ -988,7 +989,7 @@ def test_a_compression_bomb_is_refused_while_it_is_read(streamed):
     import zlib
 
     from ccproxy.errors import ProxyError
-    from ccproxy.proxy import _iterate, _read
+    from ccproxy.upstream import MAX_ANSWER_BYTES, UpstreamReply
 
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     block = bytes(1024 * 1024)
@@ -1005,14 +1006,15 @@ def test_a_compression_bomb_is_refused_while_it_is_read(streamed):
             client = UpstreamClient()
             response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
             try:
+                reply = UpstreamReply(response)
                 if streamed:
                     total = 0
-                    async for chunk in _iterate(response, time.monotonic() + 5):
+                    async for chunk in reply.chunks(time.monotonic() + 5, MAX_ANSWER_BYTES):
                         total += len(chunk)
                     return total
-                return len(await _read(response, time.monotonic() + 5, cap=8 * 1024 * 1024))
+                return len(await reply.read(time.monotonic() + 5, cap=8 * 1024 * 1024))
             finally:
-                await response.aclose()  # as proxy.py's _closing does
+                await reply.aclose()  # as the proxy does however a stream ends
                 await client.aclose()
 
     with pytest.raises(ProxyError) as caught:

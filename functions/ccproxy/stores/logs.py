@@ -10,11 +10,11 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..environment import Environment
 from ..jsonutil import dumpb
 
 log = logging.getLogger("ccproxy")
@@ -125,13 +125,13 @@ class S3Sink(LogSink):
         return decode(body)
 
 
-def log_sink_from_env() -> LogSink | None:
+def log_sink_from_env(env: Environment | None = None) -> LogSink | None:
     """CCPROXY_LOG_BUCKET (+ CCPROXY_LOG_PREFIX) on AWS, else CCPROXY_LOG_DIR,
-    else logging is off."""
-    bucket = os.environ.get("CCPROXY_LOG_BUCKET")
-    if bucket:
-        return S3Sink(bucket, os.environ.get("CCPROXY_LOG_PREFIX", "exchanges/"))
-    directory = os.environ.get("CCPROXY_LOG_DIR")
-    if directory:
-        return DirectorySink(directory)
+    else logging is off. `env` defaults to the process environment as it is
+    now."""
+    env = env or Environment.read()
+    if env.log_bucket:
+        return S3Sink(env.log_bucket, env.log_prefix)
+    if env.log_dir:
+        return DirectorySink(env.log_dir)
     return None

@@ -8,11 +8,12 @@ Manager secret):
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..environment import Environment
 
 
 class SecretsError(Exception):
@@ -106,15 +107,15 @@ class AwsSecretStore:
         return parse_secrets(data, f"secret {self.secret_id}")
 
 
-def secret_store_from_env(config_path: Path | None) -> SecretStore:
+def secret_store_from_env(config_path: Path | None, *, env: Environment | None = None) -> SecretStore:
     """CCPROXY_SECRET_ID, else CCPROXY_SECRETS_FILE,
-    else secrets.json beside the config."""
-    secret_id = os.environ.get("CCPROXY_SECRET_ID")
-    if secret_id:
-        return AwsSecretStore(secret_id)
-    file = os.environ.get("CCPROXY_SECRETS_FILE")
-    if file:
-        return FileSecretStore(Path(file))
+    else secrets.json beside the config. `env` defaults to the process
+    environment as it is now."""
+    env = env or Environment.read()
+    if env.secret_id:
+        return AwsSecretStore(env.secret_id)
+    if env.secrets_file:
+        return FileSecretStore(env.secrets_file)
     if config_path is not None:
         return FileSecretStore(config_path.parent / "secrets.json")
     return NoSecrets()

@@ -21,9 +21,9 @@ boto3 only when it builds a client, so a process without AWS never loads it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ...environment import Environment
 from .base import Cooldown, KeyUsage, StateStore
 from .dynamo import DynamoStateStore
 from .memory import MemoryStateStore
@@ -40,13 +40,13 @@ __all__ = [
 ]
 
 
-def state_store_from_env(config_dir: Path | None = None) -> StateStore:
+def state_store_from_env(config_dir: Path | None = None, *, env: Environment | None = None) -> StateStore:
     """CCPROXY_TABLE names a DynamoDB table; else a
     SQLite file at CCPROXY_STATE, else `.ccproxy/state.db` under the current
     directory (not beside the config, which may be read-only or shared).
-    `config_dir` is accepted for symmetry with the other stores' factories."""
-    table = os.environ.get("CCPROXY_TABLE")
-    if table:
-        return DynamoStateStore(table)
-    path = os.environ.get("CCPROXY_STATE")
-    return SqliteStateStore(Path(path) if path else Path(".ccproxy") / "state.db")
+    `config_dir` is accepted for symmetry with the other stores' factories;
+    `env` defaults to the process environment as it is now."""
+    env = env or Environment.read()
+    if env.table:
+        return DynamoStateStore(env.table, env=env)
+    return SqliteStateStore(env.state or Path(".ccproxy") / "state.db")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from ...environment import Environment
 from .base import Cooldown, KeyUsage, StateStore
 
 USAGE_TTL = 90 * 86400  # seconds DynamoDB keeps a day's usage
@@ -37,14 +37,14 @@ class DynamoStateStore(StateStore):
 
     blocks_on_network = True
 
-    def __init__(self, table_name: str, client: Any = None) -> None:
+    def __init__(self, table_name: str, client: Any = None, *, env: Environment | None = None) -> None:
         self.table_name = table_name
         if client is None:
             import boto3  # lazily: importing this module stays cheap without AWS
 
             # botocore itself reads AWS_DEFAULT_REGION and AWS_ENDPOINT_URL;
             # AWS_REGION is what Lambda sets, so pass it on.
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            region = (env or Environment.read()).aws_region
             client = boto3.client("dynamodb", region_name=region)
         self._client = client
 
