@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import Config, ConfigError, default_path, load
 from .environment import Environment
@@ -144,71 +145,98 @@ def _stack_output(stack: str, key: str, region: str | None) -> str | None:
     return None
 
 
+class _Stop(Exception):
+    """A command stops here: `message` goes to stderr, `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def keys_push(args: argparse.Namespace) -> int:
     """Write the local secrets file into the deployment's secret. Prints key
     fingerprints and counts, never a key."""
-    import json
-
-    from .keys import fingerprint
-    from .stores.secrets import SecretsError, parse_secrets
-
     env = Environment.read()
     config_path = _config_path(args, env)
-    if args.file:
-        source = Path(args.file)
-    elif env.secrets_file:
-        source = env.secrets_file
-    else:
-        source = config_path.parent / "secrets.json"
+    source = Path(args.file) if args.file else env.secrets_file or config_path.parent / "secrets.json"
     try:
-        secrets = parse_secrets(json.loads(source.read_text()), str(source))
-    except FileNotFoundError:
-        print(
-            f"ccproxy: no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)", file=sys.stderr
-        )
-        return 2
-    except ValueError as exc:
-        print(
-            f"ccproxy: {source}: not valid JSON ({exc.__class__.__name__}: line {getattr(exc, 'lineno', '?')})",
-            file=sys.stderr,
-        )
-        return 2
-    except (OSError, SecretsError) as exc:
-        print(f"ccproxy: {exc}", file=sys.stderr)
-        return 2
-
-    known: set[str] | None = None
-    if config_path.exists():
-        config = _load_or_say_why(config_path)
-        if config is None:
-            return 2
-        known = set(config.providers)
-
-    secret_id = args.secret_id or env.secret_id
-    try:
-        if not secret_id:
-            secret_id = _stack_output(args.stack, "SecretId", args.region)
-            if not secret_id:
-                print(f"ccproxy: stack {args.stack} has no SecretId output; give --secret-id", file=sys.stderr)
-                return 2
-        document = json.dumps(
-            {"providers": secrets.providers, "access_keys": secrets.access_keys}, separators=(",", ":")
-        )
-        if len(document.encode()) > SECRET_LIMIT:
-            print(
-                f"ccproxy: {source} is {len(document.encode())} bytes; a secret holds at most {SECRET_LIMIT}",
-                file=sys.stderr,
-            )
-            return 2
+        secrets = _read_secrets(source)
+        known = _known_providers(config_path)
+        secret_id = _secret_id(args, env)
+        document = _secret_document(secrets, source)
         if not args.dry_run:
-            import boto3
+            _put_secret(secret_id, document, args.region)
+    except _Stop as stop:
+        if str(stop):
+            print(f"ccproxy: {stop}", file=sys.stderr)
+        return stop.code
+    _report_push(args, source, secret_id, secrets, known, config_path)
+    return 0
 
-            boto3.client("secretsmanager", region_name=args.region).put_secret_value(
-                SecretId=secret_id, SecretString=document
-            )
-    except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret or stack
-        print(f"ccproxy: cannot write the secret ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 1
+
+def _read_secrets(source: Path) -> Any:
+    import json
+
+    from .stores.secrets import SecretsError, parse_secrets
+
+    try:
+        return parse_secrets(json.loads(source.read_text()), str(source))
+    except FileNotFoundError:
+        raise _Stop(f"no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)") from None
+    except ValueError as exc:
+        where = f"line {getattr(exc, 'lineno', '?')}"
+        raise _Stop(f"{source}: not valid JSON ({exc.__class__.__name__}: {where})") from None
+    except (OSError, SecretsError) as exc:
+        raise _Stop(str(exc)) from None
+
+
+def _known_providers(config_path: Path) -> set[str] | None:
+    """The config's provider ids, to point out secrets for none of them
+    (None: no config to compare with)."""
+    if not config_path.exists():
+        return None
+    config = _load_or_say_why(config_path)
+    if config is None:
+        raise _Stop("")  # stderr says why already
+    return set(config.providers)
+
+
+def _secret_id(args: argparse.Namespace, env: Environment) -> str:
+    secret_id = args.secret_id or env.secret_id
+    if secret_id:
+        return secret_id
+    try:
+        secret_id = _stack_output(args.stack, "SecretId", args.region)
+    except Exception as exc:  # boto3/botocore errors: credentials, region, missing stack
+        raise _Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
+    if not secret_id:
+        raise _Stop(f"stack {args.stack} has no SecretId output; give --secret-id")
+    return secret_id
+
+
+def _secret_document(secrets: Any, source: Path) -> str:
+    import json
+
+    document = json.dumps({"providers": secrets.providers, "access_keys": secrets.access_keys}, separators=(",", ":"))
+    size = len(document.encode())
+    if size > SECRET_LIMIT:
+        raise _Stop(f"{source} is {size} bytes; a secret holds at most {SECRET_LIMIT}")
+    return document
+
+
+def _put_secret(secret_id: str, document: str, region: str | None) -> None:
+    import boto3
+
+    try:
+        boto3.client("secretsmanager", region_name=region).put_secret_value(SecretId=secret_id, SecretString=document)
+    except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret
+        raise _Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
+
+
+def _report_push(
+    args: argparse.Namespace, source: Path, secret_id: str, secrets: Any, known: set[str] | None, config_path: Path
+) -> None:
+    from .keys import fingerprint
 
     def listed(keys: list[str]) -> str:
         return f"{len(keys)} key{'' if len(keys) == 1 else 's'} ({', '.join(fingerprint(k) for k in keys)})"
@@ -222,7 +250,6 @@ def keys_push(args: argparse.Namespace) -> int:
         print("warning: no access_keys: the deployment refuses every request until one is added", file=sys.stderr)
     if not args.dry_run:
         print("the functions re-read the secret within 5 minutes; no redeploy needed")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
