@@ -24,7 +24,7 @@ from .observe import NOBODY, Observer
 from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, upstream_decoded
 from .protocols import upstream_codec
 from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, StreamDecoder, UpstreamCodec
-from .protocols.common import estimate_tokens, request_text
+from .protocols.common import custom_tools_as_functions, estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
 from .unified import Accumulator, Request, StreamError, StreamEvent, Usage
@@ -202,7 +202,8 @@ class Proxy:
         else:
             left_out = upstream.left_out(request)
             await prepare_media(request, upstream, attempt.provider_id, self.config.fetch, self.http)
-            body = _decoded(lambda: upstream.encode_request(rewrite_request(request) if compat else request, model))
+            shaped = request if upstream.custom_tools else custom_tools_as_functions(request)
+            body = _decoded(lambda: upstream.encode_request(rewrite_request(shaped) if compat else shaped, model))
             headers = upstream.upstream_headers(request)
         content = dumpb(body)
         observer.upstream_request(content, left_out)

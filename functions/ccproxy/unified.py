@@ -141,10 +141,17 @@ class Message(_Model):
 
 
 class Tool(_Model):
+    """A tool the model may call. A `custom` tool (the Responses API's) takes
+    one free-form string instead of JSON arguments, in the `format` the client
+    gave (plain text, or a grammar); its calls carry that string as
+    `arguments["input"]`, whatever protocol they crossed."""
+
     name: str
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     cache: CacheMark | None = None
+    kind: Literal["function", "custom"] = "function"
+    format: dict[str, Any] | None = None
 
 
 class ServerTool(_Model):

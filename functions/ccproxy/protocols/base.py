@@ -225,6 +225,9 @@ class UpstreamCodec(ABC):
     document_urls: ClassVar[bool] = False
     # Whether the upstream cannot fetch image URLs, so the proxy must.
     needs_inline_images: ClassVar[bool] = False
+    # Whether the upstream takes custom tools (one free-form string in);
+    # elsewhere each becomes a function tool with one string parameter.
+    custom_tools: ClassVar[bool] = False
     # The key that names the model in answers and stream records; a stream
     # record without it is passed on as it came.
     model_key: ClassVar[str] = "model"

@@ -279,3 +279,33 @@ def as_text_parts(parts: list[Any]) -> list[Any]:
         else:
             out.append(part)
     return out
+
+
+# The one parameter a custom tool becomes where the upstream has none.
+CUSTOM_INPUT = "input"
+
+
+def custom_tools_as_functions(request: Any) -> Any:
+    """The request for an upstream without custom tools: each custom tool a
+    function taking one string, `input`, described with its format (a
+    grammar the model should follow is given in words). Its calls already
+    carry `arguments["input"]`, so history needs no change."""
+    if not any(tool.kind == "custom" for tool in request.tools):
+        return request
+    tools = []
+    for tool in request.tools:
+        if tool.kind != "custom":
+            tools.append(tool)
+            continue
+        described = "The whole input as one string."
+        grammar = (tool.format or {}).get("definition") if (tool.format or {}).get("type") == "grammar" else None
+        if grammar:
+            syntax = (tool.format or {}).get("syntax") or "grammar"
+            described += f" It must follow this {syntax} grammar:\n{grammar}"
+        parameters = {
+            "type": "object",
+            "properties": {CUSTOM_INPUT: {"type": "string", "description": described}},
+            "required": [CUSTOM_INPUT],
+        }
+        tools.append(tool.model_copy(update={"kind": "function", "parameters": parameters, "format": None}))
+    return request.model_copy(update={"tools": tools})
