@@ -228,6 +228,14 @@ class Request(_Model):
     # Facts about the client's request that only its own codec reads back when
     # it encodes the answer (for instance Ollama's /api/generate endpoint).
     client_state: dict[str, Any] = Field(default_factory=dict)
+    # Conversations the proxy keeps (the Responses API's stored responses):
+    # the id of a stored answer whose conversation this request continues,
+    # whether this answer is to be stored for a later request to continue,
+    # and the id the answer is given (set by the proxy before the answer is
+    # encoded, so that the stored record and the client's answer agree).
+    continues: str | None = None
+    store: bool = False
+    answer_id: str | None = None
 
 
 # ---------------------------------------------------------------- response
