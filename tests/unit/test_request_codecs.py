@@ -7,7 +7,7 @@ import pytest
 from ccproxy.errors import ProxyError
 from ccproxy.protocols import CODECS
 from ccproxy.protocols.base import ClientContext
-from ccproxy.protocols.gemini_schema import to_gemini
+from ccproxy.protocols.gemini.schema import to_gemini
 from ccproxy.unified import Response, Text, ToolCall, Usage
 
 openai, claude, gemini, ollama = (CODECS[p] for p in ("openai", "claude", "gemini", "ollama"))

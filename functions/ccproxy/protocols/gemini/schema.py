@@ -67,25 +67,71 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str
     return _resolve(merged, defs, depth + 1)
 
 
+# Keywords Gemini takes as they are (`nullable` unless the type list set it).
+_KEPT = (
+    "format",
+    "title",
+    "description",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minimum",
+    "maximum",
+    "example",
+    "default",
+    "nullable",
+)
+
+
 def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
     node = _resolve(node, defs, depth)
     if depth > _MAX_DEPTH:
         return {"type": "string"}
     out: dict[str, Any] = {}
     notes: list[str] = []
+    node = _merge_all_of(node, defs, depth)
+    _clean_type(node, out)
+    for key in _KEPT:
+        if key in node and key not in out:
+            out[key] = node[key]
+    _clean_enum(node, out, notes)
+    _clean_children(node, out, defs, depth)
+    _clean_alternatives(node, out, defs, depth)
+    for key in _FOLDED:
+        if key in node and key != "const":
+            notes.append(_NOTES.get(key, key + " {}").format(node[key]))
+    if notes:
+        out["description"] = (str(out.get("description", "")) + " (" + "; ".join(notes) + ")").strip()
+    if out.get("type") == "object" and not out.get("properties") and "anyOf" not in out:
+        # An object without properties is rejected; a free-form object is
+        # better described than refused.
+        out.pop("required", None)
+    return out
 
-    if "allOf" in node and isinstance(node["allOf"], list):
-        merged: dict[str, Any] = {}
-        for sub in node["allOf"]:
-            if isinstance(sub, dict):
-                sub = _resolve(sub, defs, depth)
-                merged.setdefault("properties", {}).update(sub.get("properties") or {})
-                merged["required"] = list(merged.get("required", [])) + list(sub.get("required") or [])
-                for key, value in sub.items():
-                    if key not in ("properties", "required"):
-                        merged.setdefault(key, value)
-        node = {**merged, **{k: v for k, v in node.items() if k != "allOf"}}
 
+def _merge_all_of(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
+    """`allOf` folded into one schema: properties and required lists joined,
+    other keywords from the first that has them, the node's own winning."""
+    if not ("allOf" in node and isinstance(node["allOf"], list)):
+        return node
+    merged: dict[str, Any] = {}
+    for sub in node["allOf"]:
+        if isinstance(sub, dict):
+            sub = _resolve(sub, defs, depth)
+            merged.setdefault("properties", {}).update(sub.get("properties") or {})
+            merged["required"] = list(merged.get("required", [])) + list(sub.get("required") or [])
+            for key, value in sub.items():
+                if key not in ("properties", "required"):
+                    merged.setdefault(key, value)
+    return {**merged, **{k: v for k, v in node.items() if k != "allOf"}}
+
+
+def _clean_type(node: dict[str, Any], out: dict[str, Any]) -> None:
+    """One lower-case type; a type list's "null" becomes `nullable`."""
     kind = node.get("type")
     if isinstance(kind, list):
         kinds = [k for k in kind if k != "null"]
@@ -95,26 +141,9 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
     if isinstance(kind, str):
         out["type"] = kind.lower()
 
-    for key in (
-        "format",
-        "title",
-        "description",
-        "minItems",
-        "maxItems",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "example",
-        "default",
-        "nullable",
-    ):
-        if key in node and key not in out:
-            out[key] = node[key]
 
+def _clean_enum(node: dict[str, Any], out: dict[str, Any], notes: list[str]) -> None:
+    """`const` and `enum` as a string enum."""
     if "const" in node:
         out["enum"] = [str(node["const"])]
     if isinstance(node.get("enum"), list):
@@ -128,6 +157,9 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
             out["type"] = "string"
         out.setdefault("type", "string")
 
+
+def _clean_children(node: dict[str, Any], out: dict[str, Any], defs: dict[str, Any], depth: int) -> None:
+    """Properties, the required names among them, and array items."""
     if isinstance(node.get("properties"), dict):
         out["properties"] = {
             name: _clean(sub, defs, depth + 1) if isinstance(sub, dict) else {"type": "string"}
@@ -144,6 +176,10 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
     elif out.get("type") == "array":
         out["items"] = {"type": "string"}
 
+
+def _clean_alternatives(node: dict[str, Any], out: dict[str, Any], defs: dict[str, Any], depth: int) -> None:
+    """`anyOf`/`oneOf` as `anyOf`; a "null" alternative becomes `nullable`,
+    and a single remaining one is merged into the node."""
     alternatives = node.get("anyOf") or node.get("oneOf")
     if isinstance(alternatives, list):
         options = [a for a in alternatives if isinstance(a, dict)]
@@ -156,17 +192,6 @@ def _clean(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, 
                 out.setdefault(key, value)
         elif non_null:
             out["anyOf"] = [_clean(a, defs, depth + 1) for a in non_null]
-
-    for key in _FOLDED:
-        if key in node and key != "const":
-            notes.append(_NOTES.get(key, key + " {}").format(node[key]))
-    if notes:
-        out["description"] = (str(out.get("description", "")) + " (" + "; ".join(notes) + ")").strip()
-    if out.get("type") == "object" and not out.get("properties") and "anyOf" not in out:
-        # An object without properties is rejected; a free-form object is
-        # better described than refused.
-        out.pop("required", None)
-    return out
 
 
 def from_gemini(schema: Any) -> Any:
