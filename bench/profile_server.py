@@ -48,16 +48,20 @@ def patch_ids() -> None:
     """new_call_id with one getrandom call instead of one per character."""
     import secrets as _secrets
 
+    import sys
+
     from ccproxy import ids
-    from ccproxy.protocols import claude, gemini, ollama, openai
 
     alphabet = ids._ALPHABET
 
     def new_call_id(prefix: str = "call_") -> str:
         return prefix + "".join(alphabet[b % 62] for b in _secrets.token_bytes(24))
 
-    for module in (ids, claude, gemini, ollama, openai):
-        module.new_call_id = new_call_id
+    # Every module that imported it by name (the codecs' halves).
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ccproxy") and getattr(module, "new_call_id", None) is ids.new_call_id:
+            module.new_call_id = new_call_id  # type: ignore[attr-defined]
+    ids.new_call_id = new_call_id  # type: ignore[assignment]
 
 
 PACKAGES = (
