@@ -47,7 +47,6 @@ asyncio.run(main())
 def patch_ids() -> None:
     """new_call_id with one getrandom call instead of one per character."""
     import secrets as _secrets
-
     import sys
 
     from ccproxy import ids
