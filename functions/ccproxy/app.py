@@ -235,7 +235,11 @@ class Handler:
                 codec=codec,
                 route=route,
                 ctx=ClientContext(
-                    model=params.get("model"), stream=route.stream, endpoint=route.endpoint, headers=request.headers
+                    model=params.get("model"),
+                    stream=route.stream,
+                    endpoint=route.endpoint,
+                    headers=request.headers,
+                    resource=params.get("id"),
                 ),
                 group=prefix.group,
                 compat_prefix=prefix.compat,

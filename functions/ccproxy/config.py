@@ -146,6 +146,13 @@ class Limits(_Strict):
     record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
 
+class Conversations(_Strict):
+    """Answers kept so that a client may continue a conversation by id (the
+    Responses API's stored responses), and for how long."""
+
+    keep_days: float = Field(default=30, gt=0)
+
+
 class Config(_Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
@@ -160,6 +167,7 @@ class Config(_Strict):
     logs: LogSettings = Field(default_factory=LogSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     limits: Limits = Field(default_factory=Limits)
+    conversations: Conversations = Field(default_factory=Conversations)
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

@@ -16,12 +16,13 @@ from pydantic import ValidationError
 from . import routing
 from .compat import CompatStream, parse_response, rewrite_request
 from .config import Config, Provider, Target
+from .conversations import Conversations
 from .errors import ProxyError
 from .jsonutil import dumpb, loads
 from .keys import KeyRing, fingerprint, scrub
 from .media import prepare_media
 from .observe import NOBODY, Observer
-from .pipeline import UNREADABLE, CheckedDecoder, Relay, convert_stream, relay_stream, upstream_decoded
+from .pipeline import UNREADABLE, CheckedDecoder, LastPiece, Relay, convert_stream, relay_stream, upstream_decoded
 from .protocols import upstream_codec
 from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, StreamDecoder, UpstreamCodec
 from .protocols.common import custom_tools_as_functions, estimate_tokens, request_text
@@ -102,6 +103,7 @@ class Proxy:
         self.keys = keys
         self.http = http or UpstreamClient()
         self.rotation = Rotation(keys, state or MemoryStateStore())
+        self.conversations = Conversations(lambda: self.rotation.state, config.conversations.keep_days * 86400)
         self._turns: dict[str, int] = {}  # count_tokens and embeddings only
 
     async def handle(self, call: Call) -> Answer:
@@ -112,6 +114,8 @@ class Proxy:
             return await self.count_tokens(call)
         if operation == "embed":
             return await self.embed(call)
+        if operation in ("get_kept", "delete_kept", "kept_input"):
+            return await self.kept(call)
         names = routing.listed_models(routing.group_named(self.config, call.group))
         if operation == "list_models":
             return Answer(json=call.codec.encode_model_list(names))
@@ -131,6 +135,7 @@ class Proxy:
         (failover happens only before the client has seen a byte)."""
         client = call.codec
         request = _decoded(lambda: client.decode_request(call.body, call.ctx))
+        added = await self.conversations.resume(request)
         resolution = routing.resolve(self.config, call.group, request.model)
         call.alias = resolution.alias
         observer = call.observer
@@ -155,7 +160,7 @@ class Proxy:
                 entry.target.provider, entry.target.model, provider.protocol, key_fingerprint, compat, passthrough
             )
             try:
-                return await self._generate_once(call, request, attempt, passthrough, compat, deadline)
+                return await self._generate_once(call, request, added, attempt, passthrough, compat, deadline)
             except ProxyError as error:
                 observer.attempt_failed(entry.target.provider, entry.target.model, key_fingerprint, error)
                 if not retryable(error):
@@ -192,7 +197,14 @@ class Proxy:
         return count
 
     async def _generate_once(
-        self, call: Call, request: Request, attempt: Attempt, passthrough: bool, compat: bool, deadline: float
+        self,
+        call: Call,
+        request: Request,
+        added: int,
+        attempt: Attempt,
+        passthrough: bool,
+        compat: bool,
+        deadline: float,
     ) -> Answer:
         upstream, model, observer = attempt.codec, attempt.target.model, call.observer
         left_out: list[str] = []
@@ -219,16 +231,17 @@ class Proxy:
         answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
         if request.stream:
             return self._stream_answer(
-                call, request, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
+                call, request, added, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
             )
         return await self._whole_answer(
-            call, request, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
+            call, request, added, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
         )
 
     async def _whole_answer(
         self,
         call: Call,
         request: Request,
+        added: int,
         attempt: Attempt,
         reply: UpstreamReply,
         passthrough: bool,
@@ -246,9 +259,12 @@ class Proxy:
             decoded = parse_response(decoded, request.tools)
         if passthrough:
             upstream.rename_model(parsed, request.model)
-            out = dumpb(parsed)
+            answer = parsed
         else:
-            out = dumpb(call.codec.encode_response(decoded, request))
+            answer = call.codec.encode_response(decoded, request)
+        # Kept before the client has its answer: its next request may continue it at once.
+        await self.conversations.keep(request, added, decoded, answer)
+        out = dumpb(answer)
         observer.client_chunk(out)
         observer.answered(decoded, None, latency_ms)
         return Answer(raw=out, headers=headers, after=[self._count_usage(attempt, lambda: decoded.usage)])
@@ -257,6 +273,7 @@ class Proxy:
         self,
         call: Call,
         request: Request,
+        added: int,
         attempt: Attempt,
         reply: UpstreamReply,
         passthrough: bool,
@@ -293,8 +310,13 @@ class Proxy:
                 observe,
                 CompatStream(request.tools) if compat else None,
             )
+
+        async def keep() -> None:
+            response = accumulator.response
+            await self.conversations.keep(request, added, response, call.codec.encode_response(response, request))
+
         return Answer(
-            stream=_delivered(stream, reply, observer, accumulator, latency_ms),
+            stream=_delivered(stream, reply, observer, accumulator, latency_ms, keep if request.store else None),
             media_type=call.codec.stream_media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
             after=[self._count_usage(attempt, lambda: accumulator.response.usage)],
@@ -338,6 +360,23 @@ class Proxy:
                 media_type=reply.headers.get("content-type", "application/json"),
             )
         raise error
+
+    # ------------------------------------------------------------ kept conversations
+
+    async def kept(self, call: Call) -> Answer:
+        """A kept answer as the client received it, forgotten, or what its
+        request added to the conversation."""
+        client, answer_id = call.codec, call.ctx.resource or ""
+        if call.route.operation == "delete_kept":
+            if not await self.conversations.delete(answer_id):
+                raise client.unknown_kept(answer_id)
+            return Answer(json=client.encode_deleted(answer_id))
+        kept = await self.conversations.get(answer_id)
+        if kept is None:
+            raise client.unknown_kept(answer_id)
+        if call.route.operation == "kept_input":
+            return Answer(json=client.encode_kept_input(kept.added, answer_id))
+        return Answer(json=kept.answer)
 
     # ------------------------------------------------------------ count tokens and embeddings
     # One upstream call on the first target, never touching key health.
@@ -472,13 +511,18 @@ async def _delivered(
     observer: Observer,
     accumulator: Accumulator,
     latency_ms: float,
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The client's stream as it goes out, shown to the observer piece by
-    piece and, once it ends, as the assembled answer; the upstream reply is
-    closed however it ends: at EOF, on error, or when a client that went
-    away cancels it."""
+    piece and, once it ends, as the assembled answer; `before_end` runs
+    before the closing piece goes out (a kept conversation is kept before
+    the client can continue it). The upstream reply is closed however the
+    stream ends: at EOF, on error, or when a client that went away cancels
+    it."""
     try:
         async for piece in stream:
+            if before_end is not None and type(piece) is LastPiece and accumulator.error is None:
+                await before_end()
             observer.client_chunk(piece)
             yield piece
         observer.answered(accumulator.response, accumulator.error, latency_ms)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier, Semaphore
 from pathlib import Path
@@ -101,6 +102,33 @@ def test_two_processes_can_create_the_same_sqlite_file_at_once(tmp_path: Path) -
         got = _run(processes, results)
         assert all(isinstance(turn, int) for turn in got), f"attempt {attempt}: {got}"
         assert sorted(got) == [0, 1]
+
+
+def _seeded(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _sqlite_conversation(path: str, results: Any) -> None:
+    """Reads what the parent put, and replaces it with its own."""
+    store = SqliteStateStore(Path(path))
+    try:
+        found = store.get_conversation("resp_shared", 4_000_000_000.0)
+        store.put_conversation("resp_shared", _seeded(2, 3_000_000), 4_000_000_060.0)
+        results.put(found == _seeded(1, 5_000_000))
+    finally:
+        store.close()
+
+
+def test_two_processes_share_sqlite_conversations(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SqliteStateStore(Path(path))
+    try:
+        store.put_conversation("resp_shared", _seeded(1, 5_000_000), 4_000_000_060.0)
+        results = SPAWN.Queue()
+        assert _run([SPAWN.Process(target=_sqlite_conversation, args=(path, results))], results) == [True]
+        assert store.get_conversation("resp_shared", 4_000_000_000.0) == _seeded(2, 3_000_000)
+    finally:
+        store.close()
 
 
 @pytest.fixture

@@ -6,7 +6,12 @@ for the DynamoDB store; subclasses provide the `store` fixture.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +25,28 @@ from ccproxy.stores.state import (
     StateStore,
     state_store_from_env,
 )
+from ccproxy.stores.state.sqlite import PURGE_PER_PUT
 
 NOW = 1_700_000_000.0
+# Conversations: stores drop the expired by the real clock as well (SQLite
+# on each put), so these times lie in the future.
+LATER = 4_000_000_000.0
+MB = 1024 * 1024
+
+
+def incompressible(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def conversation_document(size: int) -> bytes:
+    """JSON like a stored conversation: compresses well."""
+    turns: list[dict[str, str]] = []
+    total = 0
+    while total < size:
+        content = f"turn {len(turns)}: " + "lorem ipsum " * 40
+        turns.append({"role": "user" if len(turns) % 2 == 0 else "assistant", "content": content})
+        total += len(content)
+    return json.dumps({"id": "resp_1", "input": turns}).encode()
 
 
 class StateStoreContract:
@@ -114,6 +139,112 @@ class StateStoreContract:
         assert store.usage("2026-11-05") == [KeyUsage("p#1", "2026-11-05", 1, 1, 1)]
         assert store.next_turn("p#1") == 1
 
+    # ------------------------------------------------------------ conversations
+
+    def test_conversation_round_trip_small(self, store: StateStore) -> None:
+        store.put_conversation("resp_small", b'{"input": []}', LATER + 60)
+        assert store.get_conversation("resp_small", LATER) == b'{"input": []}'
+
+    def test_conversation_round_trip_empty(self, store: StateStore) -> None:
+        store.put_conversation("resp_empty", b"", LATER + 60)
+        assert store.get_conversation("resp_empty", LATER) == b""
+
+    def test_conversation_round_trip_large_incompressible(self, store: StateStore) -> None:
+        data = incompressible(5 * MB)
+        store.put_conversation("resp_large", data, LATER + 60)
+        assert store.get_conversation("resp_large", LATER) == data
+
+    def test_conversation_round_trip_large_document(self, store: StateStore) -> None:
+        data = conversation_document(8 * MB)
+        store.put_conversation("resp_doc", data, LATER + 60)
+        assert store.get_conversation("resp_doc", LATER) == data
+
+    def test_unknown_conversation_is_none(self, store: StateStore) -> None:
+        assert store.get_conversation("resp_unknown", LATER) is None
+        store.put_conversation("resp_known", b"x", LATER + 60)
+        assert store.get_conversation("resp_unknown", LATER) is None
+        assert store.get_conversation("resp_know", LATER) is None
+
+    def test_a_second_put_replaces_the_conversation(self, store: StateStore) -> None:
+        large, larger = incompressible(2 * MB), incompressible(3 * MB)
+        for data in (b"first", large, b"second", larger, large, b"third"):
+            store.put_conversation("resp_r", data, LATER + 60)
+            assert store.get_conversation("resp_r", LATER) == data
+        # The expiry is replaced too, either way.
+        store.put_conversation("resp_r", b"short", LATER + 10)
+        assert store.get_conversation("resp_r", LATER + 20) is None
+        store.put_conversation("resp_r", b"long", LATER + 100)
+        assert store.get_conversation("resp_r", LATER + 20) == b"long"
+
+    def test_conversation_expires_at_expires_at(self, store: StateStore) -> None:
+        store.put_conversation("resp_e", b"data", LATER + 60.5)
+        assert store.get_conversation("resp_e", LATER) == b"data"
+        assert store.get_conversation("resp_e", LATER + 60.25) == b"data"
+        assert store.get_conversation("resp_e", LATER + 60.5) is None
+        assert store.get_conversation("resp_e", LATER + 3600) is None
+        # Reads compare and never delete: an earlier clock still finds it.
+        assert store.get_conversation("resp_e", LATER) == b"data"
+
+    def test_large_conversation_expires_too(self, store: StateStore) -> None:
+        data = incompressible(2 * MB)
+        store.put_conversation("resp_le", data, LATER + 60)
+        assert store.get_conversation("resp_le", LATER + 60) is None
+        assert store.get_conversation("resp_le", LATER + 59) == data
+
+    def test_delete_conversation(self, store: StateStore) -> None:
+        store.put_conversation("resp_d", b"data", LATER + 60)
+        store.put_conversation("resp_kept", b"kept", LATER + 60)
+        assert store.delete_conversation("resp_d") is True
+        assert store.get_conversation("resp_d", LATER) is None
+        assert store.delete_conversation("resp_d") is False
+        assert store.delete_conversation("resp_never") is False
+        assert store.get_conversation("resp_kept", LATER) == b"kept"
+
+    def test_delete_large_conversation(self, store: StateStore) -> None:
+        store.put_conversation("resp_dl", incompressible(2 * MB), LATER + 60)
+        assert store.delete_conversation("resp_dl") is True
+        assert store.get_conversation("resp_dl", LATER) is None
+        store.put_conversation("resp_dl", b"again", LATER + 60)
+        assert store.get_conversation("resp_dl", LATER) == b"again"
+
+    def test_deleting_an_expired_conversation_is_false(self, store: StateStore) -> None:
+        expired = time.time() - 60
+        store.put_conversation("resp_x", b"data", expired)
+        assert store.delete_conversation("resp_x") is False
+        assert store.get_conversation("resp_x", expired - 60) is None  # forgotten all the same
+
+    def test_conversations_from_many_threads(self, store: StateStore) -> None:
+        datas = {f"resp_t{i}": incompressible(400_000 + i) for i in range(6)}
+        errors: list[BaseException] = []
+
+        def work(conversation_id: str, data: bytes) -> None:
+            try:
+                for _ in range(2):
+                    store.put_conversation(conversation_id, data, LATER + 60)
+                    assert store.get_conversation(conversation_id, LATER) == data
+            except BaseException as exc:  # reported to the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=item) for item in datas.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert {c: store.get_conversation(c, LATER) for c in datas} == datas
+
+    def test_conversations_do_not_mix_with_other_state(self, store: StateStore) -> None:
+        store.put_conversation("p#1", b"conversation", LATER + 60)
+        store.put_conversation("2026-11-05", b"conversation", LATER + 60)
+        assert store.cooldowns(NOW) == []
+        assert store.cooling(["p#1"], NOW) == {}
+        assert store.usage("2026-11-05") == []
+        assert store.next_turn("p#1") == 0
+        store.cool("p#1", NOW + 5, "x")
+        store.add_usage("p#1", "2026-11-05", 1, 1, 1)
+        assert store.get_conversation("p#1", LATER) == b"conversation"
+        assert store.cooldowns(NOW) == [Cooldown("p#1", NOW + 5, "x")]
+
 
 class TestMemoryStateStore(StateStoreContract):
     @pytest.fixture
@@ -121,6 +252,60 @@ class TestMemoryStateStore(StateStoreContract):
         store = MemoryStateStore()
         yield store
         store.close()
+
+
+class TestMemoryConversationBounds:
+    def test_oldest_dropped_beyond_the_count(self) -> None:
+        store = MemoryStateStore(max_conversations=3)
+        for i in range(4):
+            store.put_conversation(f"c{i}", b"x", LATER)
+        assert [store.get_conversation(f"c{i}", NOW) for i in range(4)] == [None, b"x", b"x", b"x"]
+
+    def test_oldest_dropped_beyond_the_bytes(self) -> None:
+        store = MemoryStateStore(max_conversation_bytes=100)
+        for i in range(3):
+            store.put_conversation(f"c{i}", bytes(40), LATER)
+        assert [store.get_conversation(f"c{i}", NOW) is not None for i in range(3)] == [False, True, True]
+
+    def test_a_replaced_conversation_counts_once(self) -> None:
+        store = MemoryStateStore(max_conversations=2, max_conversation_bytes=100)
+        store.put_conversation("a", bytes(40), LATER)
+        for _ in range(10):
+            store.put_conversation("b", bytes(40), LATER)
+        assert store.get_conversation("a", NOW) == bytes(40)
+        # A put counts as new: the one put again is the last to go.
+        store.put_conversation("a", bytes(40), LATER)
+        store.put_conversation("c", bytes(40), LATER)
+        assert [store.get_conversation(c, NOW) is not None for c in "abc"] == [True, False, True]
+
+    def test_expired_dropped_before_the_oldest(self) -> None:
+        clock = [NOW]
+        store = MemoryStateStore(max_conversations=3, clock=lambda: clock[0])
+        store.put_conversation("old", b"x", NOW + 1000)
+        store.put_conversation("ending", b"x", NOW + 10)
+        store.put_conversation("newer", b"x", NOW + 1000)
+        clock[0] = NOW + 20
+        store.put_conversation("newest", b"x", NOW + 1000)
+        assert [store.get_conversation(c, NOW) is not None for c in ("old", "ending", "newer", "newest")] == [
+            True,
+            False,
+            True,
+            True,
+        ]
+
+    def test_the_conversation_just_put_is_kept_even_alone_over_budget(self) -> None:
+        store = MemoryStateStore(max_conversation_bytes=100)
+        store.put_conversation("small", bytes(10), LATER)
+        store.put_conversation("huge", bytes(1000), LATER)
+        assert store.get_conversation("huge", NOW) == bytes(1000)
+        assert store.get_conversation("small", NOW) is None
+
+    def test_the_data_is_a_copy(self) -> None:
+        store = MemoryStateStore()
+        buffer = bytearray(b"before")
+        store.put_conversation("c", buffer, LATER)  # type: ignore[arg-type]  (a caller's buffer)
+        buffer[:] = b"after!"
+        assert store.get_conversation("c", NOW) == b"before"
 
 
 class TestSqliteStateStore(StateStoreContract):
@@ -144,6 +329,127 @@ class TestSqliteStateStore(StateStoreContract):
             assert second.usage("d") == [KeyUsage("p#1", "d", 1, 2, 3)]
         finally:
             second.close()
+
+    def test_conversations_shared_by_two_stores_on_one_file(self, tmp_path: Path) -> None:
+        """As two server processes share them."""
+        first, second = SqliteStateStore(tmp_path / "state.db"), SqliteStateStore(tmp_path / "state.db")
+        try:
+            data = incompressible(5 * MB)
+            first.put_conversation("resp_s", data, LATER + 60)
+            assert second.get_conversation("resp_s", LATER) == data
+            second.put_conversation("resp_s", b"replaced", LATER + 60)
+            assert first.get_conversation("resp_s", LATER) == b"replaced"
+            assert first.delete_conversation("resp_s") is True
+            assert second.get_conversation("resp_s", LATER) is None
+            assert second.delete_conversation("resp_s") is False
+        finally:
+            first.close()
+            second.close()
+
+    def test_conversations_outlive_the_store(self, tmp_path: Path) -> None:
+        first = SqliteStateStore(tmp_path / "state.db")
+        first.put_conversation("resp_o", b"kept", LATER + 60)
+        first.close()
+        second = SqliteStateStore(tmp_path / "state.db")
+        try:
+            assert second.get_conversation("resp_o", LATER) == b"kept"
+        finally:
+            second.close()
+
+    def test_an_existing_database_gains_the_conversations_table(self, tmp_path: Path) -> None:
+        path = tmp_path / "state.db"
+        old = sqlite3.connect(path)
+        old.executescript(
+            "CREATE TABLE turns (pool TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE cooldowns (entry TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE usage (day TEXT NOT NULL, entry TEXT NOT NULL, requests INTEGER NOT NULL, "
+            "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (day, entry)) WITHOUT ROWID;"
+            "INSERT INTO turns VALUES ('p', 7);"
+        )
+        old.close()
+        store = SqliteStateStore(path)
+        try:
+            assert store.next_turn("p") == 7
+            store.put_conversation("resp_n", b"new", LATER + 60)
+            assert store.get_conversation("resp_n", LATER) == b"new"
+        finally:
+            store.close()
+
+    def test_a_put_deletes_expired_conversations_a_few_at_a_time(self, tmp_path: Path) -> None:
+        store = SqliteStateStore(tmp_path / "state.db")
+        expired = time.time() - 60
+
+        def stored() -> set[str]:
+            with sqlite3.connect(store.path) as db:
+                return {row[0] for row in db.execute("SELECT id FROM conversations")}
+
+        try:
+            with sqlite3.connect(store.path) as db:  # a backlog, as after a quiet week
+                db.executemany(
+                    "INSERT INTO conversations (id, data, expires_at) VALUES (?, ?, ?)",
+                    [(f"resp_old{i}", b"x" * 1000, expired - i) for i in range(PURGE_PER_PUT + 4)],
+                )
+            store.put_conversation("resp_live", b"live", LATER + 60)
+            # At most PURGE_PER_PUT deleted, the longest expired first.
+            assert stored() == {"resp_live", "resp_old0", "resp_old1", "resp_old2", "resp_old3"}
+            store.put_conversation("resp_new", b"new", LATER + 60)
+            assert stored() == {"resp_live", "resp_new"}
+        finally:
+            store.close()
+
+    def test_conversations_wait_for_the_lock_even_on_the_loop(self, tmp_path: Path) -> None:
+        """They take the patient connection wherever they are called from: a
+        lock held longer than the loop's short wait delays them, and they
+        neither fail nor are owed."""
+        store = SqliteStateStore(tmp_path / "state.db", loop_busy_ms=5)
+        other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            release.start()
+
+            async def on_the_loop() -> bytes | None:
+                store.put_conversation("resp_l", b"waited", LATER + 60)
+                return store.get_conversation("resp_l", LATER)
+
+            started = time.monotonic()
+            assert asyncio.run(on_the_loop()) == b"waited"
+            assert time.monotonic() - started >= 0.25
+        finally:
+            release.join()
+            other.close()
+            store.close()
+
+    def test_conversations_in_worker_threads_beside_the_loop(self, tmp_path: Path) -> None:
+        store = SqliteStateStore(tmp_path / "state.db")
+        datas = {f"resp_w{i}": incompressible(MB + i) for i in range(4)}
+
+        async def serve() -> tuple[list[int], dict[str, bytes | None]]:
+            async def keep(conversation_id: str, data: bytes) -> bytes | None:
+                await asyncio.to_thread(store.put_conversation, conversation_id, data, LATER + 60)
+                return await asyncio.to_thread(store.get_conversation, conversation_id, LATER)
+
+            tasks = [asyncio.create_task(keep(*item)) for item in datas.items()]
+            turns = []
+            for _ in range(50):  # the loop goes on using the store meanwhile
+                turns.append(store.next_turn("pool"))
+                await asyncio.sleep(0)
+            found = await asyncio.gather(*tasks)
+            return turns, dict(zip(datas, found, strict=True))
+
+        try:
+            turns, found = asyncio.run(serve())
+            assert found == datas
+        finally:
+            store.close()
+        # The loop's turns went on beside the long writes (owed, if they
+        # found the lock taken), and every one of them reached the counter.
+        assert len(turns) == 50
+        again = SqliteStateStore(tmp_path / "state.db")
+        try:
+            assert again.next_turn("pool") == 50
+        finally:
+            again.close()
 
     def test_uses_wal(self, tmp_path: Path) -> None:
         store = SqliteStateStore(tmp_path / "state.db")

@@ -22,6 +22,7 @@ from ..errors import ProxyError
 from ..unified import (
     EmbedRequest,
     EmbedResponse,
+    Message,
     Request,
     Response,
     StreamError,
@@ -35,6 +36,9 @@ Operation = Literal[
     "list_models",
     "get_model",
     "local",  # answered by the codec alone (Ollama's /api/version, /api/show)
+    "get_kept",  # a kept answer, by the id in the path (the Responses API's GET /v1/responses/{id})
+    "delete_kept",  # forget a kept answer
+    "kept_input",  # what the request that made a kept answer added to its conversation
 ]
 
 
@@ -71,6 +75,7 @@ class ClientContext:
     model: str | None = None  # from the path (Gemini)
     stream: bool | None = None  # from the path (Gemini)
     endpoint: str = ""  # from the route (Ollama generate)
+    resource: str | None = None  # an id from the path (a kept answer's)
     headers: Mapping[str, str] = field(default_factory=dict)  # the client's (Anthropic's betas)
 
 
@@ -201,6 +206,18 @@ class ClientCodec(ABC):
 
     def encode_embed_response(self, response: EmbedResponse, request: EmbedRequest) -> dict[str, Any]:
         raise ProxyError(404, f"{self.protocol} has no embeddings route")
+
+    # ------------------------------------------------------------ kept conversations
+
+    def unknown_kept(self, answer_id: str) -> ProxyError:
+        """The error for an id no kept answer has."""
+        return ProxyError(404, f"no kept answer has the id {answer_id!r}", kind="not_found")
+
+    def encode_deleted(self, answer_id: str) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} keeps no answers")
+
+    def encode_kept_input(self, messages: list[Message], answer_id: str) -> dict[str, Any]:
+        raise ProxyError(404, f"{self.protocol} keeps no answers")
 
 
 class UpstreamCodec(ABC):

@@ -1,4 +1,5 @@
-"""Shared state for key rotation: round-robin counters, cooldowns and usage.
+"""Shared state for key rotation: round-robin counters, cooldowns and usage;
+and the conversations the proxy keeps (the Responses API's stored responses).
 
 Every server process and every Lambda instance must see the same counters and
 cooldowns, or each would start its rotation at the first key and retry keys
@@ -12,7 +13,8 @@ the key): the store never sees a key itself.
 The methods are synchronous: SQLite calls are short local writes, and the
 caller runs the DynamoDB store in a worker thread. A SQLite call made on the
 event loop never waits more than a few milliseconds on another process's lock
-(see SqliteStateStore).
+(see SqliteStateStore). The conversation methods are the exception: they move
+megabytes, so the caller runs them in a worker thread with every backend.
 
 The interface is in `base`, each backend in its own module (`memory`,
 `sqlite`, `dynamo`). Importing the DynamoDB one here is cheap: it imports

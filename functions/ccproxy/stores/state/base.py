@@ -24,8 +24,21 @@ class KeyUsage:
 
 
 class StateStore(ABC):
+    """What every process must share: round-robin turns, cooldowns and usage
+    (the key rotation's), and stored conversations (the Responses API's
+    stored responses, kept for a later request to continue).
+
+    Conversations are opaque documents of up to tens of MB, named by an id
+    the proxy made. The proxy calls `put_conversation`, `get_conversation`
+    and `delete_conversation` from a worker thread (`asyncio.to_thread`)
+    whatever the backend, never on the event loop: even a local write of
+    several MB takes longer than the loop may stall. Every backend makes
+    them safe to call from any thread.
+    """
+
     # True where each call waits on the network: callers then make it from a
-    # worker thread rather than the event loop.
+    # worker thread rather than the event loop. (The conversation methods
+    # always are, whatever this says.)
     blocks_on_network = False
 
     @abstractmethod
@@ -54,6 +67,24 @@ class StateStore(ABC):
     @abstractmethod
     def usage(self, day: str) -> list[KeyUsage]:
         """Every entry's counts for `day`, sorted by entry."""
+
+    @abstractmethod
+    def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
+        """Keep `data` (an opaque document, up to tens of MB) under
+        `conversation_id` until `expires_at` (epoch seconds); a second put
+        replaces it whole. A reader sees the old data or the new, never a mix.
+        Call it from a worker thread."""
+
+    @abstractmethod
+    def get_conversation(self, conversation_id: str, now: float) -> bytes | None:
+        """The data last put, or None when the id is unknown, deleted, or
+        expired at `now` (expired when `expires_at <= now`; deletion by
+        expiry is late, so this compares). Call it from a worker thread."""
+
+    @abstractmethod
+    def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget the conversation; False when there was nothing to forget, or
+        only one already expired (by the clock). Call it from a worker thread."""
 
     def close(self) -> None:  # noqa: B027  (a store that holds nothing has nothing to release)
         """Release connections; the store is not used afterwards."""

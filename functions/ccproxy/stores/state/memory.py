@@ -3,20 +3,45 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 from .base import Cooldown, KeyUsage, StateStore
+
+# Conversations kept in memory at most, by count and by bytes: a process
+# that needs no persistence must not grow without end either. Beyond
+# either, the expired go first, then the least recently put.
+MAX_CONVERSATIONS = 4096
+MAX_CONVERSATION_BYTES = 256 * 1024 * 1024
 
 
 class MemoryStateStore(StateStore):
     """Process-local state, for unit tests of callers (and a single process
-    that needs no persistence)."""
+    that needs no persistence).
 
-    def __init__(self) -> None:
+    Conversations are bounded by `max_conversations` and
+    `max_conversation_bytes`: a put beyond either drops the expired ones,
+    then the oldest puts, until both hold again. The conversation just put
+    is always kept, even one larger than the byte budget on its own."""
+
+    def __init__(
+        self,
+        *,
+        max_conversations: int = MAX_CONVERSATIONS,
+        max_conversation_bytes: int = MAX_CONVERSATION_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._lock = threading.Lock()
         self._turns: dict[str, int] = {}
         self._cool: dict[str, Cooldown] = {}
         self._usage: dict[tuple[str, str], KeyUsage] = {}
+        # id -> (data, expires_at), oldest put first.
+        self._conversations: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._conversation_bytes = 0
+        self.max_conversations = max_conversations
+        self.max_conversation_bytes = max_conversation_bytes
+        self._clock = clock
 
     def next_turn(self, pool: str) -> int:
         with self._lock:
@@ -55,3 +80,41 @@ class MemoryStateStore(StateStore):
     def usage(self, day: str) -> list[KeyUsage]:
         with self._lock:
             return sorted((u for (d, _), u in self._usage.items() if d == day), key=lambda u: u.entry)
+
+    def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
+        data = bytes(data)  # the caller's buffer may change afterwards
+        with self._lock:
+            self._forget(conversation_id)
+            self._conversations[conversation_id] = (data, float(expires_at))
+            self._conversation_bytes += len(data)
+            if self._over_bounds():
+                self._drop_expired(self._clock())
+            while self._over_bounds() and len(self._conversations) > 1:
+                self._forget(next(iter(self._conversations)))
+
+    def get_conversation(self, conversation_id: str, now: float) -> bytes | None:
+        with self._lock:
+            found = self._conversations.get(conversation_id)
+        if found is None or found[1] <= now:
+            return None
+        return found[0]
+
+    def delete_conversation(self, conversation_id: str) -> bool:
+        with self._lock:
+            found = self._forget(conversation_id)
+            return found is not None and found[1] > self._clock()
+
+    def _forget(self, conversation_id: str) -> tuple[bytes, float] | None:
+        found = self._conversations.pop(conversation_id, None)
+        if found is not None:
+            self._conversation_bytes -= len(found[0])
+        return found
+
+    def _over_bounds(self) -> bool:
+        return (
+            len(self._conversations) > self.max_conversations or self._conversation_bytes > self.max_conversation_bytes
+        )
+
+    def _drop_expired(self, now: float) -> None:
+        for conversation_id in [c for c, (_, expires_at) in self._conversations.items() if expires_at <= now]:
+            self._forget(conversation_id)

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS usage (
     output_tokens INTEGER NOT NULL,
     PRIMARY KEY (day, entry)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at);
 """
 
 # RETURNING arrived in SQLite 3.35; upserts (ON CONFLICT DO UPDATE) in 3.24.
@@ -45,6 +47,9 @@ _RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
 # How long usage counted on the loop may wait to be written: the worker sums
 # a busy second's answers into one transaction, and is woken once per batch.
 USAGE_BATCH_SECONDS = 0.5
+# Expired conversations deleted by each put, at most: enough to keep up with
+# the puts, few enough that a put never pays for a backlog of large rows.
+PURGE_PER_PUT = 16
 
 log = logging.getLogger("ccproxy")
 
@@ -116,6 +121,14 @@ class SqliteStateStore(StateStore):
     busy_timeout, and the patient one for everything off the loop and the
     worker, so the loop never queues behind a thread's long wait. Owed
     writes are flushed by `close()` and at interpreter exit.
+
+    Conversations (megabytes each) always take the patient connection,
+    wherever they are called from: the caller runs them in a worker thread,
+    as the interface asks, and they then wait for the write lock as long as
+    any call off the loop does. Nothing about them is ever owed. Each put
+    also deletes a few expired conversations (`PURGE_PER_PUT`), so the table
+    does not keep what nobody reads again. The table is a rowid one, unlike
+    the others: WITHOUT ROWID suits small rows, not blobs.
     """
 
     def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000, loop_busy_ms: int = LOOP_BUSY_MS) -> None:
@@ -330,6 +343,32 @@ class SqliteStateStore(StateStore):
                 (day,),
             ).fetchall()
         return [KeyUsage(*row) for row in rows]
+
+    def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
+        with self._transaction(self._patient, self._patient_lock) as db:
+            db.execute(
+                "DELETE FROM conversations WHERE id IN "
+                "(SELECT id FROM conversations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                (time.time(), PURGE_PER_PUT),
+            )
+            db.execute(
+                "INSERT INTO conversations (id, data, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+                (conversation_id, data, float(expires_at)),
+            )
+
+    def get_conversation(self, conversation_id: str, now: float) -> bytes | None:
+        with self._patient_lock:
+            row = self._patient.execute(
+                "SELECT data FROM conversations WHERE id = ? AND expires_at > ?", (conversation_id, float(now))
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_conversation(self, conversation_id: str) -> bool:
+        with self._transaction(self._patient, self._patient_lock) as db:
+            row = db.execute("SELECT expires_at FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        return row is not None and row[0] > time.time()
 
     def close(self) -> None:
         """Writes what is owed (waiting up to busy_timeout), then closes."""
