@@ -153,7 +153,12 @@ class Proxy:
                 entry.target, entry.target.provider, provider, upstream_codec(provider.protocol), entry.key, entry
             )
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
-            passthrough = attempt.codec.protocol == client.protocol and call.route.passthrough and not compat
+            # A conversation the proxy keeps is rebuilt and recorded here, so
+            # it cannot go through untouched.
+            kept = request.store or request.continues
+            passthrough = (
+                attempt.codec.protocol == client.protocol and call.route.passthrough and not compat and not kept
+            )
             call.target = str(entry.target)
             key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
             observer.attempt_started(

@@ -14,12 +14,13 @@ from .claude import ClaudeCodec
 from .gemini import GeminiCodec
 from .ollama import OllamaCodec
 from .openai import OpenAICodec
+from .responses import ResponsesCodec
 
 # What a provider's `protocol:` may name in the config.
-ProtocolName = Literal["openai", "claude", "gemini", "ollama"]
+ProtocolName = Literal["openai", "claude", "gemini", "ollama", "responses"]
 
 CODECS: dict[str, Codec] = {
-    codec.protocol: codec for codec in (OpenAICodec(), ClaudeCodec(), GeminiCodec(), OllamaCodec())
+    codec.protocol: codec for codec in (OpenAICodec(), ClaudeCodec(), GeminiCodec(), OllamaCodec(), ResponsesCodec())
 }
 
 assert set(CODECS) == set(get_args(ProtocolName)), "every protocol name has its codec"
