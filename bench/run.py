@@ -310,7 +310,11 @@ def write_configs(tmp: Path, fake: str) -> tuple[Path, Path]:
 CASES = {
     "a": "Anthropic client → OpenAI upstream",
     "b": "OpenAI client → Gemini upstream",
+    "c": "Responses client → OpenAI upstream",
 }
+# Cases LiteLLM is not measured on: its /v1/responses calls an upstream's
+# Responses API, which is another upstream call than ccproxy's.
+CCPROXY_ONLY = frozenset({"c"})
 
 
 def job(case: str, target: str, url: str, stream: bool, slow: bool = False) -> load.Job:
@@ -319,7 +323,17 @@ def job(case: str, target: str, url: str, stream: bool, slow: bool = False) -> l
     suffix = "-slow" if slow else ""
     auth = {"content-type": "application/json", "authorization": f"Bearer {ACCESS_KEY}"}
     whole_marker = (b"Hello from the fake upstream.",)
-    if case == "a":
+    if case == "c" and target != "direct":
+        body = {
+            "model": "claude-bench" + suffix,
+            "max_output_tokens": 64,
+            "input": "Say hello",
+            "stream": stream,
+            "store": False,
+        }
+        markers = (f"w{EVENTS - 1} ".encode(), b"response.completed") if stream else whole_marker
+        return load.Job(url + "/v1/responses", json.dumps(body).encode(), auth, markers)
+    if case in ("a", "c"):
         if target == "direct":
             body = {"model": "gpt-bench" + suffix, "max_tokens": 64, "messages": PROMPT, "stream": stream}
             if stream:
@@ -383,6 +397,8 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
             for stream in (False, True):
                 for concurrency in CONCURRENCY:
                     for target, url in targets.items():
+                        if target == "litellm" and case in CCPROXY_ONLY:
+                            continue
                         counts = plan.litellm_counts if target == "litellm" else plan.counts
                         result = await measure(
                             job(case, target, url, stream),
