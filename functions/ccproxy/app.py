@@ -228,7 +228,7 @@ class Handler:
             if access and not matches(presented_key(request), access):
                 raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
             body = None
-            if request.method == "POST":
+            if request.method == "POST" and route.body:
                 body = await _json_body(request, self.config.limits.request_bytes)
                 observer.client_request(body[1])
             call = Call(

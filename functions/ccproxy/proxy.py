@@ -28,7 +28,7 @@ from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, St
 from .protocols.common import custom_tools_as_functions, estimate_tokens, request_text
 from .rotation import Entry, Rotation
 from .stores.state import MemoryStateStore, StateStore
-from .unified import Accumulator, Request, StreamError, StreamEvent, Usage
+from .unified import Accumulator, Message, Request, Response, StreamError, StreamEvent, Text, ToolChoice, Usage
 from .upstream import UpstreamClient, UpstreamReply
 
 log = logging.getLogger("ccproxy")
@@ -114,8 +114,10 @@ class Proxy:
             return await self.count_tokens(call)
         if operation == "embed":
             return await self.embed(call)
-        if operation in ("get_kept", "delete_kept", "kept_input"):
+        if operation in ("get_kept", "delete_kept", "kept_input", "cancel_kept"):
             return await self.kept(call)
+        if operation == "compact":
+            return await self.compact(call)
         names = routing.listed_models(routing.group_named(self.config, call.group))
         if operation == "list_models":
             return Answer(json=call.codec.encode_model_list(names))
@@ -370,7 +372,8 @@ class Proxy:
 
     async def kept(self, call: Call) -> Answer:
         """A kept answer as the client received it, forgotten, or what its
-        request added to the conversation."""
+        request added to the conversation; a kept answer cannot be cancelled
+        (it has finished)."""
         client, answer_id = call.codec, call.ctx.resource or ""
         if call.route.operation == "delete_kept":
             if not await self.conversations.delete(answer_id):
@@ -381,7 +384,52 @@ class Proxy:
             raise client.unknown_kept(answer_id)
         if call.route.operation == "kept_input":
             return Answer(json=client.encode_kept_input(kept.added, answer_id))
+        if call.route.operation == "cancel_kept":
+            raise client.cancel_refusal(answer_id)
         return Answer(json=kept.answer)
+
+    # ------------------------------------------------------------ compaction
+    # One upstream call on the first target, never touching key health.
+
+    async def compact(self, call: Call) -> Answer:
+        """A conversation made short for its continuation: by the upstream's
+        own compaction where it speaks the client's protocol, else by a
+        summary the target model writes, which the client's codec carries."""
+        client = call.codec
+        request = _decoded(lambda: client.decode_compact_request(call.body, call.ctx))
+        await self.conversations.resume(request)
+        resolution = routing.resolve(self.config, call.group, request.model)
+        attempt = self._attempt(resolution.targets[0])
+        call.alias, call.target = resolution.alias, str(attempt.target)
+        upstream, model = attempt.codec, attempt.target.model
+        path = upstream.compact_path(model)
+        if path is not None and upstream.protocol == client.protocol and call.route.passthrough:
+            if request.continues:
+                # The upstream keeps nothing: the conversation the proxy kept goes whole.
+                body = _decoded(lambda: upstream.encode_compact_request(request, model))
+                headers = upstream.upstream_headers(request)
+            else:
+                body, headers = upstream.passthrough_body(call.body, model), _forwarded(upstream, call.headers)
+            return Answer(raw=await self._call_once(attempt, path, body, headers))
+        compat = use_compat(resolution.group.tool_mode, call.compat_prefix, attempt.provider)
+        asked = _summary_request(request)
+        left_out = upstream.left_out(asked)
+        summary = await self._summary(asked, attempt, compat)
+        headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
+        return Answer(json=client.encode_compacted(summary, request), headers=headers)
+
+    async def _summary(self, asked: Request, attempt: Attempt, compat: bool) -> Response:
+        """The target model's answer to `asked`, whole, encoded as a generate
+        request is."""
+        upstream, model = attempt.codec, attempt.target.model
+        await prepare_media(asked, upstream, attempt.provider_id, self.config.fetch, self.http)
+        shaped = asked if upstream.custom_tools else custom_tools_as_functions(asked)
+        body = _decoded(lambda: upstream.encode_request(rewrite_request(shaped) if compat else shaped, model))
+        path = upstream.upstream_path(model, False)
+        content = await self._call_once(attempt, path, body, upstream.upstream_headers(asked))
+        parsed = _parse_json(content)
+        summary = upstream_decoded(lambda: upstream.decode_response(parsed))
+        return parse_response(summary, asked.tools) if compat else summary
 
     # ------------------------------------------------------------ count tokens and embeddings
     # One upstream call on the first target, never touching key health.
@@ -446,6 +494,29 @@ class Proxy:
         if reply.status >= 400:
             raise _error_of(attempt.codec, reply, content)
         return content
+
+
+# What the model is asked where the upstream has no compaction of its own.
+SUMMARY_INSTRUCTION = (
+    "Summarize the conversation so far for its continuation: the goals, the decisions taken and why, "
+    "the files and commands touched, the state of the work, and what remains to be done. "
+    "Write it so that the work can be continued from this summary alone, without the conversation. "
+    "Answer with the summary only; call no tools."
+)
+
+
+def _summary_request(request: Request) -> Request:
+    """The conversation with a request for its summary as a last user turn
+    of its own (upstreams that take no two user turns in a row merge it with
+    the one before), asked whole. The tools stay (an upstream may refuse
+    calls in the history of a request without them) but none may be called;
+    server tools go."""
+    asked = request.model_copy(deep=True)
+    asked.stream, asked.store, asked.continues, asked.answer_id = False, False, None, None
+    asked.server_tools, asked.response_format = [], None
+    asked.tool_choice = ToolChoice(mode="none") if asked.tools else None
+    asked.messages.append(Message(role="user", content=[Text(text=SUMMARY_INSTRUCTION)]))
+    return asked
 
 
 T = TypeVar("T")

@@ -39,6 +39,8 @@ Operation = Literal[
     "get_kept",  # a kept answer, by the id in the path (the Responses API's GET /v1/responses/{id})
     "delete_kept",  # forget a kept answer
     "kept_input",  # what the request that made a kept answer added to its conversation
+    "cancel_kept",  # stop a kept answer (the proxy runs none in the background: refused)
+    "compact",  # a conversation made short for its continuation (the Responses API's /v1/responses/compact)
 ]
 
 
@@ -54,7 +56,9 @@ class Route:
     codec where one codec serves several (Ollama chat vs generate). `header`
     is a header the request must carry for the route to apply.
     `passthrough` is False for routes whose body an upstream of the same
-    protocol cannot take as it is (it must be converted even then)."""
+    protocol cannot take as it is (it must be converted even then).
+    `body` is False for a POST route that takes no body (the SDKs send a
+    cancel with none)."""
 
     method: str
     path: str
@@ -63,6 +67,7 @@ class Route:
     endpoint: str = ""
     header: str | None = None
     passthrough: bool = True
+    body: bool = True
 
     def compiled(self) -> re.Pattern[str]:
         return re.compile(self.path + r"\Z")
@@ -219,6 +224,25 @@ class ClientCodec(ABC):
     def encode_kept_input(self, messages: list[Message], answer_id: str) -> dict[str, Any]:
         raise ProxyError(404, f"{self.protocol} keeps no answers")
 
+    def cancel_refusal(self, answer_id: str) -> ProxyError:
+        """The error for cancelling a kept answer: the proxy runs no answer
+        in the background, so every kept one has finished."""
+        return ProxyError(400, f"the answer {answer_id!r} has finished; there is nothing to cancel")
+
+    # ------------------------------------------------------------ compaction
+
+    def decode_compact_request(self, body: Any, ctx: ClientContext) -> Request:
+        """A request to make a conversation short, as a unified Request
+        whose messages are the conversation."""
+        raise ProxyError(404, f"{self.protocol} has no compaction route")
+
+    def encode_compacted(self, summary: Response, request: Request) -> dict[str, Any]:
+        """The conversation of `request` made short, where the upstream has
+        no compaction of the client's protocol: `summary` is the target
+        model's answer to a request for a summary of it, which the answer
+        carries in a form this codec's request decoder reads back."""
+        raise ProxyError(404, f"{self.protocol} has no compaction route")
+
 
 class UpstreamCodec(ABC):
     """The protocol as the proxy speaks it to an upstream server."""
@@ -313,6 +337,19 @@ class UpstreamCodec(ABC):
         raise NotImplementedError
 
     def decode_count_response(self, body: Any) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ compaction
+
+    def compact_path(self, model: str) -> str | None:
+        """The upstream's compaction path, or None where the protocol has
+        none (the proxy then asks the model for a summary). Its answer is in
+        this protocol's own shape, so it serves clients of the protocol only."""
+        return None
+
+    def encode_compact_request(self, request: Request, model: str) -> dict[str, Any]:
+        """A compaction body for a conversation the client did not send
+        whole (one the proxy keeps)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ embeddings

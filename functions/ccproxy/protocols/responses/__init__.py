@@ -1,6 +1,7 @@
 """The OpenAI Responses API (/v1/responses, what Codex speaks): the
 protocol's client half, its upstream half, and what both share (wire); the
-client half's answers are built in `answer`, its streams in `events`."""
+client half's answers are built in `answer`, its streams in `events`, its
+compactions in `compact`, and what it shows of kept answers in `kept`."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from ..base import ClientCodec, ClientContext, Route, StreamEncoder
 from ..common import CUSTOM_INPUT, name_tool_results, parse_data_url, validate
 from . import kept
 from .answer import View, output_items, response_object
+from .compact import compacted_response
 from .events import EventEncoder
 from .wire import (
     PROTOCOL,
@@ -41,6 +42,7 @@ from .wire import (
     SUMMARIES,
     Foreign,
     _CallOutputItem,
+    _CompactionItem,
     _CustomCallItem,
     _FunctionCallItem,
     _MessageItem,
@@ -51,8 +53,11 @@ from .wire import (
     builtin_kind,
     error_body,
     new_id,
+    opaque_compaction,
     pack_reasoning,
     read_mark,
+    read_summary,
+    summary_text,
     usage_json,
     validate_item,
 )
@@ -166,6 +171,8 @@ class _InputReader:
             self._reasoning(raw, where)
         elif kind == "web_search_call":
             self._web_search(raw, where)
+        elif kind in ("compaction", "compaction_summary"):
+            self._compaction(raw, where)
         elif kind == "item_reference":
             raise _bad(where, "item references name items stored with OpenAI, which ccproxy cannot read; send the item")
         else:
@@ -259,6 +266,18 @@ class _InputReader:
             results=sources,
         )
         self._append("assistant", [use])
+
+    def _compaction(self, raw: dict[str, Any], where: str) -> None:
+        """A summary the proxy made is told to the model as a system turn
+        (in place where the upstream takes such turns, else in its system
+        prompt); the API's own compaction is carried for a Responses
+        upstream, in the assistant's turn where the API placed it."""
+        item = validate_item(_CompactionItem, raw, where)
+        summary = read_summary(item.encrypted_content)
+        if summary is not None:
+            self._append("system", [Text(text=summary_text(summary))])
+        else:
+            self._append("assistant", [opaque_compaction(item.encrypted_content)])
 
 
 def _decode_input(value: str | list[Any]) -> list[Message]:
@@ -432,6 +451,8 @@ class ResponsesClient(ClientCodec):
         Route("GET", r"/v1/responses/(?P<id>[^/]+)", "get_kept"),
         Route("DELETE", r"/v1/responses/(?P<id>[^/]+)", "delete_kept"),
         Route("GET", r"/v1/responses/(?P<id>[^/]+)/input_items", "kept_input"),
+        Route("POST", r"/v1/responses/compact", "compact"),
+        Route("POST", r"/v1/responses/(?P<id>[^/]+)/cancel", "cancel_kept", body=False),
     )
 
     def decode_request(self, body: Any, ctx: ClientContext) -> Request:
@@ -484,3 +505,19 @@ class ResponsesClient(ClientCodec):
 
     def encode_kept_input(self, messages: list[Message], answer_id: str) -> dict[str, Any]:
         return kept.input_item_list(messages, answer_id)
+
+    def cancel_refusal(self, answer_id: str) -> ProxyError:
+        return kept.not_cancellable(answer_id)
+
+    # ------------------------------------------------------------ compaction
+
+    def decode_compact_request(self, body: Any, ctx: ClientContext) -> Request:
+        if isinstance(body, dict) and body.get("input") is None:
+            body = {k: v for k, v in body.items() if k != "input"}  # the SDK's input=None
+        request = _decode(body)
+        # A compaction is answered whole and is not a response: nothing of it is kept.
+        request.stream, request.store, request.answer_id = False, False, None
+        return request
+
+    def encode_compacted(self, summary: Response, request: Request) -> dict[str, Any]:
+        return compacted_response(summary, request)

@@ -1,6 +1,7 @@
 """Answers the proxy keeps, as the Responses API shows stored responses:
-the error for an unknown id, a deletion's answer, and the input items of
-the request that made a kept answer (GET /v1/responses/{id}/input_items)."""
+the error for an unknown id, a deletion's answer, the refusal to cancel
+one, and the input items of the request that made a kept answer
+(GET /v1/responses/{id}/input_items)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ...errors import ProxyError
 from ...jsonutil import dumps
 from ...unified import Document, Image, Message, ServerToolUse, Text, Thinking, ToolCall, ToolResult
 from .answer import message_item, output_text, reasoning_item, search_item
-from .wire import ID_PREFIX, input_part
+from .wire import ID_PREFIX, compaction_of, input_part
 
 
 def unknown(answer_id: str) -> ProxyError:
@@ -20,6 +21,14 @@ def unknown(answer_id: str) -> ProxyError:
 
 def deleted(answer_id: str) -> dict[str, Any]:
     return {"id": answer_id, "object": "response", "deleted": True}
+
+
+def not_cancellable(answer_id: str) -> ProxyError:
+    """Only a response created with background=true can be cancelled, and
+    the proxy runs none in the background: every kept answer has finished.
+    The API documents no message for it; this is the one servers that
+    follow the API (vLLM) give."""
+    return ProxyError(400, "Cannot cancel a synchronous response.", kind="invalid_request")
 
 
 class _Lister:
@@ -78,7 +87,10 @@ class _Lister:
             if "".join(texts):
                 self.items.append(message_item(self._id("message"), [output_text("".join(texts), [])], "completed"))
             texts = []
-            if isinstance(part, Thinking) and part.text and not part.redacted:
+            encrypted = compaction_of(part) if isinstance(part, Thinking) else None
+            if encrypted is not None:
+                self.items.append({"id": self._id("compaction"), "type": "compaction", "encrypted_content": encrypted})
+            elif isinstance(part, Thinking) and part.text and not part.redacted:
                 self.items.append(reasoning_item(self._id("reasoning"), part.text, None))
             elif isinstance(part, ToolCall):
                 self.items.append(

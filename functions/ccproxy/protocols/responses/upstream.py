@@ -52,10 +52,13 @@ from .wire import (
     STOP_BY_INCOMPLETE,
     builtin_kind,
     client_facts,
+    compaction_of,
     custom_input,
     error_from,
     input_part,
     pack_reasoning,
+    read_summary,
+    summary_text,
     text_format_json,
     tool_choice_json,
     tool_json,
@@ -70,6 +73,8 @@ MIN_OUTPUT_TOKENS = 16
 _EFFORT = {"max": "xhigh"}
 # What the input_tokens route takes of a request body.
 _COUNT_FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text")
+# What the compact route takes of a request body.
+_COMPACT_FIELDS = ("model", "input", "instructions", "prompt_cache_key", "service_tier")
 # What a Responses client said that a Responses upstream is sent as it was.
 _SENT_ON = ("prompt_cache_key", "metadata", "safety_identifier", "user", "service_tier")
 SOURCES = "web_search_call.action.sources"
@@ -101,7 +106,7 @@ class _InputWriter:
     """Unified turns as input items, in order. Item ids are left out, as
     Codex does: the upstream stores nothing (store is false), so an id would
     name nothing it has. Reasoning goes back only where a Responses upstream
-    made it, with its encrypted content."""
+    made it, with its encrypted content; so does a compaction the API made."""
 
     def __init__(self, request: Request) -> None:
         custom_names = {t.name for t in request.tools if t.kind == "custom"}
@@ -158,6 +163,10 @@ class _InputWriter:
             self.items.append(_message("assistant", [{"type": "output_text", "text": text}]))
 
     def _reasoning(self, part: Thinking) -> None:
+        encrypted = compaction_of(part)
+        if encrypted is not None:
+            self.items.append({"type": "compaction", "encrypted_content": encrypted})
+            return
         if part.origin != PROTOCOL or not part.signature or part.redacted:
             return  # another vendor's thinking: no Responses upstream can read it
         encrypted = unpack_reasoning(part.signature)[1]
@@ -180,6 +189,19 @@ def _input_items(request: Request) -> list[dict[str, Any]]:
     for message in request.messages:
         writer.write(message)
     return writer.items
+
+
+def _readable(item: Any) -> Any:
+    """An input item as a Responses upstream can read it: a compaction the
+    proxy made (a summary another upstream wrote) as the system turn its
+    summary is; any other item as it is."""
+    if not (isinstance(item, dict) and item.get("type") in ("compaction", "compaction_summary")):
+        return item
+    encrypted = item.get("encrypted_content")
+    summary = read_summary(encrypted) if isinstance(encrypted, str) else None
+    if summary is None:
+        return item
+    return _message("system", [{"type": "input_text", "text": summary_text(summary)}])
 
 
 # ---------------------------------------------------------------- request: options
@@ -584,6 +606,14 @@ class ResponsesUpstream(UpstreamCodec):
             missing.append("stop sequences")
         return missing
 
+    def passthrough_body(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        # A conversation compacted on another upstream of the alias's pool
+        # carries the proxy's compaction, which the API cannot read.
+        sent = super().passthrough_body(body, model)
+        if isinstance(sent.get("input"), list):
+            sent["input"] = [_readable(item) for item in sent["input"]]
+        return sent
+
     def rename_model(self, answer: Any, model: str) -> None:
         # A stream record names the model inside the response it carries.
         if isinstance(answer, dict) and isinstance(answer.get("response"), dict) and "model" in answer["response"]:
@@ -636,3 +666,12 @@ class ResponsesUpstream(UpstreamCodec):
         if not isinstance(body, dict) or not isinstance(body.get("input_tokens"), int):
             raise ProxyError(502, "the upstream's token count has no input_tokens")
         return body["input_tokens"]
+
+    # ------------------------------------------------------------ compaction
+
+    def compact_path(self, model: str) -> str | None:
+        return "/responses/compact"
+
+    def encode_compact_request(self, request: Request, model: str) -> dict[str, Any]:
+        body = self.encode_request(request.model_copy(update={"stream": False}), model)
+        return {key: value for key, value in body.items() if key in _COMPACT_FIELDS}

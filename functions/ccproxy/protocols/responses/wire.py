@@ -12,7 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import ProxyError, status_for_kind
 from ...jsonutil import dumps, loads
-from ...unified import Document, Image, ResponseFormat, ServerTool, StopReason, Text, Tool, ToolChoice, Usage
+from ...unified import (
+    Document,
+    Image,
+    ResponseFormat,
+    ServerTool,
+    StopReason,
+    Text,
+    Thinking,
+    Tool,
+    ToolChoice,
+    Usage,
+)
 from ..common import CUSTOM_INPUT, data_url, document_text
 from ..openai.wire import ERROR_TYPES, KIND_BY_TYPE
 
@@ -107,6 +118,12 @@ class _WebSearchItem(_Wire):
     action: dict[str, Any] | None = None
 
 
+class _CompactionItem(_Wire):
+    type: Literal["compaction", "compaction_summary"]  # Codex reads the older name too
+    id: str | None = None
+    encrypted_content: str
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -150,6 +167,7 @@ ID_PREFIX = {
     "function_call": "fc_",
     "custom_tool_call": "ctc_",
     "web_search_call": "ws_",
+    "compaction": "cmp_",
 }
 
 
@@ -286,6 +304,59 @@ def read_mark(encrypted: str) -> Foreign | None:
         redacted=bool(value.get("r")),
         on_call=bool(value.get("c")),
     )
+
+
+# ---------------------------------------------------------------- compaction
+#
+# Where the upstream has no compaction of its own, the proxy has the model
+# summarize the conversation; the summary reaches the client in a compaction
+# item whose encrypted_content is MARK followed by JSON ({"summary": text}),
+# and comes back from it as a system turn that any upstream reads. A
+# compaction item the API itself made is opaque.
+
+SUMMARY_HEADING = "Summary of the conversation so far:"
+
+
+def mark_summary(summary: str) -> str:
+    return MARK + dumps({"summary": summary})
+
+
+def read_summary(encrypted: str) -> str | None:
+    """The summary a marked compaction holds; None where it is not marked
+    (the API's own)."""
+    if not encrypted.startswith(MARK):
+        return None
+    try:
+        value = loads(encrypted[len(MARK) :])
+    except ValueError:
+        return None
+    summary = value.get("summary") if isinstance(value, dict) else None
+    return summary if isinstance(summary, str) else None
+
+
+def summary_text(summary: str) -> str:
+    """A marked compaction's summary as the text of the turn it becomes."""
+    return f"{SUMMARY_HEADING}\n\n{summary}"
+
+
+# A compaction the API made can go back only to a Responses upstream. It
+# crosses the unified form as redacted thinking of this protocol (no
+# Responses reasoning is ever redacted, so the two cannot be confused): every
+# other upstream already leaves out an opaque value of another protocol's
+# origin, as it does a foreign reasoning signature, so nothing else needs to
+# know of it. The price: they leave it out without a note in left_out, which
+# each of them would have to look for.
+
+
+def opaque_compaction(encrypted: str) -> Thinking:
+    return Thinking(signature=encrypted, redacted=True, origin=PROTOCOL)
+
+
+def compaction_of(part: Thinking) -> str | None:
+    """The encrypted_content of an opaque compaction; None for thinking."""
+    if part.origin == PROTOCOL and part.redacted and part.signature:
+        return part.signature
+    return None
 
 
 def client_encrypted(signature: str, origin: str | None, text: str | None = None, **flags: bool) -> str:
