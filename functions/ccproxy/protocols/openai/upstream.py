@@ -78,7 +78,11 @@ def _encode_messages(request: Request) -> list[dict[str, Any]]:
 
 def _user_content(parts: list[Any]) -> str | list[dict[str, Any]]:
     if all(isinstance(p, Text) for p in parts):
-        return "".join(p.text for p in parts)
+        # One string, as every OpenAI-compatible server takes it; separate
+        # blocks (a reminder and the prompt, two user turns) stay apart.
+        if len(parts) == 1:
+            return parts[0].text
+        return "\n\n".join(p.text for p in parts if p.text)
     content: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, Text) and part.text:
