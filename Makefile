@@ -53,7 +53,7 @@ bench: $(STAMP)
 # The real coding agents (pinned, from npm, into tests/agents/.npm) through
 # `ccproxy serve` to each upstream protocol: each must finish a tool-using turn.
 AGENTS_NPM := tests/agents/.npm
-AGENTS := @anthropic-ai/claude-code@2.1.197 @google/gemini-cli@0.61.0 opencode-ai@1.18.33
+AGENTS := @anthropic-ai/claude-code@2.1.197 @google/gemini-cli@0.61.0 opencode-ai@1.18.33 @openai/codex@0.169.0
 $(AGENTS_NPM)/.installed:
 	npm install --silent --no-audit --no-fund --prefix $(AGENTS_NPM) $(AGENTS)
 	touch $@

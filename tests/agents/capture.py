@@ -9,16 +9,21 @@ answers in the protocol the path implies, streamed when the request asks for it:
 * Gemini: ``:generateContent``, ``:streamGenerateContent?alt=sse``, ``:countTokens``,
   ``GET /v1beta/models``
 * OpenAI: ``POST /v1/chat/completions`` (SSE when ``stream``), ``GET /v1/models``
+* OpenAI Responses: ``POST /v1/responses`` (the whole event sequence when ``stream``),
+  ``/v1/responses/compact``, ``/v1/responses/input_tokens``
 * anything else: ``HEAD`` -> 200, ``GET`` -> 200 ``{}``, ``POST`` -> 404 (recorded all the same)
 
 The script: the first generate request that offers tools and carries no tool
 result gets ONE tool call (the shell tool if offered: Bash, run_shell_command,
-bash, shell...; else a read tool); a request that carries a tool result gets the
+bash, exec_command, shell...; else a read tool; Codex's code-mode ``exec`` gets a
+script calling ``tools.exec_command``); a request that carries a tool result gets the
 final text "done"; any other request (titles, quota checks, tool-less side
 requests) gets a short text. When an Anthropic request asks for ``thinking`` the
 answer starts with a thinking block with a fake (valid base64) signature; Gemini
 answers carry a thought part and a ``thoughtSignature`` when ``thinkingConfig``
-asks for thoughts; OpenAI answers carry ``reasoning_content`` in the first delta.
+asks for thoughts; OpenAI answers carry ``reasoning_content`` in the first delta;
+a Responses request with ``reasoning`` gets a reasoning item first (a summary when
+``reasoning.summary`` asks, ``encrypted_content`` when ``include`` asks).
 The answer's ``model`` echoes the asked-for name.
 
 Two ways to run it (the interpreter must have starlette and uvicorn, e.g.
@@ -82,7 +87,8 @@ FAKE_THOUGHT_SIGNATURE = base64.b64encode(b"capture-fake-thought-signature-0001"
 TRUNCATE_LIMIT = 2000
 SIZE_LIMIT = 400_000
 
-SHELL_TOOLS = ("bash", "run_shell_command", "shell", "execute_command", "exec", "terminal")
+SHELL_TOOLS = ("bash", "run_shell_command", "exec_command", "shell", "shell_command", "execute_command", "exec",
+               "terminal")
 READ_TOOLS = ("read", "read_file", "view", "cat")
 
 
@@ -270,7 +276,7 @@ def tool_args(schema: dict | None) -> dict:
     for name, spec in props.items():
         low = name.lower()
         if low in ("command", "cmd"):
-            args[name] = "echo hello"
+            args[name] = ["bash", "-lc", "echo hello"] if (spec or {}).get("type") == "array" else "echo hello"
         elif low == "description" and (name in required or "command" in props):
             args[name] = "Print hello"
         elif low in ("file_path", "path", "absolute_path", "filepath", "filename"):
@@ -316,6 +322,9 @@ def json_schema_of(body: dict) -> Any:
     gc = body.get("generationConfig") or {}
     if gc.get("responseMimeType") == "application/json":
         return gc.get("responseJsonSchema") or gc.get("responseSchema") or {}
+    tf = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    if isinstance(tf, dict) and tf.get("type") == "json_schema":  # Responses API
+        return tf.get("schema") or {}
     rf = body.get("response_format") or {}
     if rf.get("type") == "json_schema":
         return (rf.get("json_schema") or {}).get("schema") or {}
@@ -558,6 +567,181 @@ def openai_models() -> dict:
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 1700000000, "owned_by": "capture"} for i in ids]}
 
 
+# ---------------------------------------------------------------- OpenAI Responses
+
+FAKE_ENCRYPTED = "gAAAAAB" + base64.urlsafe_b64encode(b"capture-fake-encrypted-reasoning-0001").decode()
+RESPONSES_OUTPUTS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output",
+                     "shell_call_output", "apply_patch_call_output")
+
+
+def responses_tool_defs(body: dict) -> list[tuple[dict, str | None]]:
+    """(tool, namespace) for every function and custom (freeform) tool offered:
+    the top-level `tools`, and those an `additional_tools` input item declares
+    (Codex's code mode), namespaces opened."""
+    found: list[tuple[dict, str | None]] = []
+
+    def walk(tools: Any, namespace: str | None) -> None:
+        for t in tools if isinstance(tools, list) else []:
+            if not isinstance(t, dict):
+                continue
+            if t.get("type") == "namespace":
+                walk(t.get("tools"), t.get("name"))
+            elif t.get("type") in ("function", "custom") and t.get("name"):
+                found.append((t, namespace))
+
+    walk(body.get("tools"), None)
+    for item in body.get("input") if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            walk(item.get("tools"), None)
+    return found
+
+
+def responses_tools(body: dict) -> list[tuple[str, dict]]:
+    return [(t["name"], t.get("parameters") or {}) for t, _ in responses_tool_defs(body)]
+
+
+def responses_has_tool_result(body: dict) -> bool:
+    """A tool output after the last user message."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return False
+    for item in reversed(items):
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") in RESPONSES_OUTPUTS:
+            return True
+        if item.get("role") == "user":
+            return False
+    return False
+
+
+def custom_input(tool: dict, args: dict) -> str:
+    """A freeform tool's raw input: JavaScript for Codex's code-mode `exec`
+    (it reaches the shell as `tools.exec_command`), else the args' `input`."""
+    if tool["name"] == "exec" and "tools.exec_command" in (tool.get("description") or ""):
+        return 'const r = await tools.exec_command({cmd: "echo hello"});\ntext(r.output);'
+    return str(args.get("input", ""))
+
+
+def responses_output(rec: Recorder, body: dict) -> list[dict]:
+    """The answer's output items: reasoning (for a reasoning request), then a
+    message or the one function call."""
+    plan = decide(rec, responses_tools(body), responses_has_tool_result(body), json_schema_of(body))
+    items: list[dict] = []
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") != "none":
+        item: dict[str, Any] = {"id": "rs_" + uuid.uuid4().hex, "type": "reasoning", "summary": []}
+        if reasoning.get("summary") not in (None, "none"):
+            item["summary"] = [{"type": "summary_text", "text": "**Planning** I will do what was asked."}]
+        if "reasoning.encrypted_content" in (body.get("include") or []):
+            item["encrypted_content"] = FAKE_ENCRYPTED
+        items.append(item)
+    if plan.kind == "tool":
+        tool, namespace = next(((t, ns) for t, ns in responses_tool_defs(body) if t["name"] == plan.name))
+        call_id = "call_" + uuid.uuid4().hex[:24]
+        where = {"namespace": namespace} if namespace else {}
+        if tool.get("type") == "custom":
+            # no status: the API's custom_tool_call item has none, and Codex sends back what it got
+            items.append({"id": "ctc_" + uuid.uuid4().hex, "type": "custom_tool_call", "call_id": call_id, **where,
+                          "name": plan.name, "input": custom_input(tool, plan.args)})
+        else:
+            items.append({"id": "fc_" + uuid.uuid4().hex, "type": "function_call", "status": "completed",
+                          "arguments": json.dumps(plan.args), "call_id": call_id, **where, "name": plan.name})
+    else:
+        items.append({"id": "msg_" + uuid.uuid4().hex, "type": "message", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": plan.text}]})
+    return items
+
+
+def responses_object(body: dict, rid: str, created: int, status: str, output: list[dict],
+                     usage: dict | None) -> dict:
+    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    return {
+        "id": rid, "object": "response", "created_at": created, "status": status, "background": False,
+        "completed_at": created + 1 if status == "completed" else None, "error": None, "incomplete_details": None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": None, "model": body.get("model") or "gpt-5", "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True), "previous_response_id": None,
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
+        "temperature": 1.0, "text": body.get("text") or {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [], "top_logprobs": 0,
+        "top_p": 1.0, "truncation": "disabled", "usage": usage, "user": None, "metadata": body.get("metadata") or {},
+    }
+
+
+def responses_events(index: int, item: dict) -> list[dict]:
+    """One output item's events, from output_item.added to output_item.done (no sequence numbers yet)."""
+    iid, where = item["id"], {"item_id": item["id"], "output_index": index}
+    if item["type"] == "reasoning":
+        events = [{"type": "response.output_item.added", "output_index": index,
+                   "item": {"id": iid, "type": "reasoning", "summary": []}}]
+        for n, part in enumerate(item["summary"]):
+            events += [
+                {"type": "response.reasoning_summary_part.added", **where, "summary_index": n,
+                 "part": {"type": "summary_text", "text": ""}},
+                {"type": "response.reasoning_summary_text.delta", **where, "summary_index": n, "delta": part["text"]},
+                {"type": "response.reasoning_summary_text.done", **where, "summary_index": n, "text": part["text"]},
+                {"type": "response.reasoning_summary_part.done", **where, "summary_index": n, "part": part},
+            ]
+    elif item["type"] == "message":
+        part = item["content"][0]
+        at = {**where, "content_index": 0}
+        events = [
+            {"type": "response.output_item.added", "output_index": index,
+             "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **at, "part": {**part, "text": ""}},
+            *({"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
+              for piece in re.findall(r".{1,3}", part["text"], re.S)),
+            {"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []},
+            {"type": "response.content_part.done", **at, "part": part},
+        ]
+    else:
+        key, event = (("arguments", "response.function_call_arguments") if item["type"] == "function_call"
+                      else ("input", "response.custom_tool_call_input"))
+        text = item[key]
+        events = [{"type": "response.output_item.added", "output_index": index,
+                   "item": {**item, "status": "in_progress", key: ""}}]
+        events += [{"type": f"{event}.delta", **where, "delta": text[i:i + 8]} for i in range(0, len(text), 8)]
+        done = {"type": f"{event}.done", **where, key: text}
+        if key == "arguments":
+            done["name"] = item["name"]
+        events.append(done)
+    events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    return events
+
+
+def responses_answer(rec: Recorder, body: dict) -> Response:
+    output = responses_output(rec, body)
+    rid, created = "resp_" + uuid.uuid4().hex, int(time.time())
+    in_tok = estimate_tokens(body)
+    reasoning_tokens = 8 if output[0]["type"] == "reasoning" else 0
+    usage = {"input_tokens": in_tok, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 20,
+             "output_tokens_details": {"reasoning_tokens": reasoning_tokens}, "total_tokens": in_tok + 20}
+    if not body.get("stream"):
+        return JSONResponse(responses_object(body, rid, created, "completed", output, usage))
+    opening = responses_object(body, rid, created, "in_progress", [], None)
+    events = [{"type": "response.created", "response": opening}, {"type": "response.in_progress", "response": opening}]
+    for i, item in enumerate(output):
+        events += responses_events(i, item)
+    events.append({"type": "response.completed",
+                   "response": responses_object(body, rid, created, "completed", output, usage)})
+    chunks = [sse(e["type"], {"type": e["type"], "sequence_number": n, **e}) for n, e in enumerate(events)]
+    return StreamingResponse(stream_of(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def responses_compact(body: dict) -> dict:
+    """POST /responses/compact: the history replaced by one summary message."""
+    text = "Summary: the user asked to run `echo hello`; it printed hello; done."
+    return {"id": "resp_" + uuid.uuid4().hex, "object": "response.compaction", "created_at": int(time.time()),
+            "output": [{"id": "msg_" + uuid.uuid4().hex, "type": "message", "status": "completed", "role": "user",
+                        "content": [{"type": "input_text", "text": text}]}],
+            "usage": {"input_tokens": estimate_tokens(body), "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": estimate_tokens(body) + 20}}
+
+
 # ---------------------------------------------------------------- app
 
 def make_app(rec: Recorder) -> Starlette:
@@ -584,6 +768,12 @@ def make_app(rec: Recorder) -> Starlette:
                 return anthropic_answer(rec, b)
             if path.endswith("/chat/completions"):
                 return openai_answer(rec, b)
+            if path.endswith("/responses"):
+                return responses_answer(rec, b)
+            if path.endswith("/responses/compact"):
+                return JSONResponse(responses_compact(b))
+            if path.endswith("/responses/input_tokens"):
+                return JSONResponse({"object": "response.input_tokens", "input_tokens": estimate_tokens(b)})
             m = re.search(r"/models/([^/:]+):(\w+)$", path)
             if m:
                 model, action = m.group(1), m.group(2)

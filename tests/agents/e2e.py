@@ -3,9 +3,10 @@
     .venv/bin/python tests/agents/e2e.py                        # the whole matrix
     .venv/bin/python tests/agents/e2e.py --agents cc-claude oc-openai --upstreams gemini ollama
 
-For every upstream protocol ccproxy speaks (openai, claude, gemini, ollama) a
-strict fake upstream (tests/fakes) runs on loopback, and one `ccproxy serve`
-process fronts all four: group `up-<protocol>` routes every model name
+For every upstream protocol ccproxy speaks (openai, claude, gemini, ollama,
+and responses when tests/fakes has its fake) a strict fake upstream
+(tests/fakes) runs on loopback, and one `ccproxy serve` process fronts them
+all: group `up-<protocol>` routes every model name
 (`claude-sonnet-4-5`, `gemini-2.5-flash`, `via-<protocol>` and a catch-all
 `*`, so side requests such as `claude-haiku-*` titles land there too) to that
 upstream, and an agent reaches the group through the URL prefix
@@ -14,11 +15,16 @@ and the alias; the group decides the upstream.
 
 The scripted model (`ShellFake`, a FakeUpstream subclass; tests/fakes is not
 edited): the first generate request that offers the agent's shell tool
-(`Bash`, `run_shell_command`, `bash`) gets ONE call `{"command": "echo hello"}`
-(+ any other *required* argument); a request asking for structured output
+(`Bash`, `run_shell_command`, `bash`, Codex's `exec_command`) gets ONE call
+`{"command": "echo hello"}` (`cmd` for `exec_command`; + any other *required*
+argument), or, when the agent offers only Codex's code-mode `exec` tool (a
+freeform tool taking JavaScript that reaches the shell as
+`tools.exec_command`), ONE `exec` call with that script as its `input`; a
+request asking for structured output
 gets JSON fitting its schema; every other generate request gets the text
 "done". When the upstream request asks for reasoning (Anthropic `thinking`,
-Gemini `includeThoughts`, OpenAI `reasoning_effort`, Ollama `think`) the
+Gemini `includeThoughts`, OpenAI `reasoning_effort`, Responses `reasoning`,
+Ollama `think`) the
 answer carries a thinking part first (with the fakes' signatures), as the
 real APIs do. count_tokens/countTokens get the fakes' own answers.
 
@@ -31,7 +37,8 @@ fake's violations and the requests the fake saw.
 
 Agents: `AGENTS_BIN` (default tests/agents/.npm/node_modules/.bin, where
 `make agents-e2e` installs them) holds
-`claude`, `gemini` and `opencode`. Nothing leaves loopback; every key is fake.
+`claude`, `gemini`, `opencode` and `codex`. Nothing leaves loopback; every
+key is fake.
 """
 
 from __future__ import annotations
@@ -59,43 +66,81 @@ from capture import example_of  # noqa: E402  (tests/agents/capture.py: a value 
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from tests.fakes import UPSTREAM_MODELS, FakeUpstream  # noqa: E402
+from tests.fakes import DIALECTS, UPSTREAM_MODELS, FakeUpstream  # noqa: E402
 from tests.fakes.base import Context, dumps, stream_response  # noqa: E402
 from tests.fakes.scenarios import Call, Scenario, Turn  # noqa: E402
 from tests.support.server import BackgroundServer, free_port  # noqa: E402
 
-PROTOCOLS = ("openai", "claude", "gemini", "ollama")
+# responses only once tests/fakes has its fake
+PROTOCOLS = tuple(p for p in ("openai", "claude", "gemini", "ollama", "responses") if p in DIALECTS)
 UPSTREAM_KEYS = {"openai": "sk-fake-openai-0123456789", "claude": "sk-ant-fake-0123456789",
-                 "gemini": "AIza-fake-0123456789", "ollama": None}
-BASE_PATHS = {"openai": "/v1", "claude": "/v1", "gemini": "/v1beta", "ollama": ""}
+                 "gemini": "AIza-fake-0123456789", "ollama": None, "responses": "sk-fake-responses-0123456789"}
+BASE_PATHS = {"openai": "/v1", "claude": "/v1", "gemini": "/v1beta", "ollama": "", "responses": "/v1"}
 ACCESS_KEY = "ccp-e2e-access-key"
-SHELL_TOOLS = ("Bash", "run_shell_command", "bash")
+SHELL_TOOLS = ("Bash", "run_shell_command", "bash", "exec_command")
+# Codex's code mode: a freeform `exec` tool runs JavaScript that reaches the shell as tools.exec_command.
+CODE_MODE_MARK = "tools.exec_command"
+CODE_MODE_SCRIPT = 'const r = await tools.exec_command({cmd: "echo hello"});\ntext(r.output);'
 FINAL = "done"
 THOUGHT = "The user wants `echo hello` run with the shell tool; then I say done."
 PROMPTS = {
     "claude-code": "Run `echo hello` with your Bash tool, then say done",
     "gemini-cli": "Run `echo hello` with your shell tool, then say done",
     "opencode": "Run `echo hello` with your bash tool, then say done",
+    "codex": "Run `echo hello` with your shell tool, then say done",
 }
 
 
 # ---------------------------------------------------------------- the scripted model
 
-def offered_tools(protocol: str, body: dict) -> list[tuple[str, dict]]:
-    """(name, JSON schema) of every function the upstream request offers."""
+@dataclass(frozen=True)
+class Offered:
+    """A function (or freeform) tool the upstream request offers."""
+    name: str
+    schema: dict
+    description: str = ""
+    freeform: bool = False  # a Responses custom tool: its call carries a string `input`
+
+
+def offered_tools(protocol: str, body: dict) -> list[Offered]:
+    """Every function the upstream request offers."""
+    if protocol == "responses":
+        return responses_tools(body)
     out = []
     for tool in body.get("tools") or []:
         if not isinstance(tool, dict):
             continue
         if protocol == "claude" and tool.get("name") and "input_schema" in tool:
-            out.append((tool["name"], tool.get("input_schema") or {}))
+            out.append(Offered(tool["name"], tool.get("input_schema") or {}, tool.get("description") or ""))
         elif protocol in ("openai", "ollama") and isinstance(tool.get("function"), dict):
             fn = tool["function"]
-            out.append((fn.get("name", ""), fn.get("parameters") or {}))
+            out.append(Offered(fn.get("name", ""), fn.get("parameters") or {}, fn.get("description") or ""))
         elif protocol == "gemini":
             for decl in tool.get("functionDeclarations") or tool.get("function_declarations") or []:
                 schema = decl.get("parametersJsonSchema") or decl.get("parameters") or {}
-                out.append((decl.get("name", ""), schema))
+                out.append(Offered(decl.get("name", ""), schema, decl.get("description") or ""))
+    return out
+
+
+def responses_tools(body: dict) -> list[Offered]:
+    """Flat function and custom tools, those in namespaces, and those an
+    `additional_tools` input item declares (as Codex's code mode sends them)."""
+    out: list[Offered] = []
+
+    def walk(tools: Any) -> None:
+        for tool in tools if isinstance(tools, list) else []:
+            if not isinstance(tool, dict):
+                continue
+            if tool.get("type") == "namespace":
+                walk(tool.get("tools"))
+            elif tool.get("type") in ("function", "custom") and tool.get("name"):
+                out.append(Offered(tool["name"], tool.get("parameters") or {}, tool.get("description") or "",
+                                   tool["type"] == "custom"))
+
+    walk(body.get("tools"))
+    for item in body.get("input") if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            walk(item.get("tools"))
     return out
 
 
@@ -117,6 +162,10 @@ def tool_results(protocol: str, body: dict) -> list[str]:
                 fr = part.get("functionResponse") or part.get("function_response")
                 if fr:
                     out.append(json.dumps(fr.get("response"), ensure_ascii=False))
+    elif protocol == "responses":
+        for item in body.get("input") if isinstance(body.get("input"), list) else []:
+            if isinstance(item, dict) and item.get("type") in ("function_call_output", "custom_tool_call_output"):
+                out.append(json.dumps(item.get("output"), ensure_ascii=False))
     return out
 
 
@@ -135,6 +184,11 @@ def structured_schema(protocol: str, body: dict) -> Any:
         if (gc.get("responseMimeType") or gc.get("response_mime_type")) == "application/json":
             return gc.get("responseJsonSchema") or gc.get("responseSchema") or {}
         return None
+    if protocol == "responses":
+        fmt = (body.get("text") or {}).get("format") or {}
+        if fmt.get("type") == "json_schema":
+            return fmt.get("schema") or {}
+        return {} if fmt.get("type") == "json_object" else None
     fmt = body.get("format")
     return fmt if isinstance(fmt, dict) else ({} if fmt == "json" else None)
 
@@ -147,19 +201,30 @@ def wants_thinking(protocol: str, body: dict) -> bool:
         return bool((gc.get("thinkingConfig") or {}).get("includeThoughts"))
     if protocol == "openai":
         return body.get("reasoning_effort") not in (None, "none")
+    if protocol == "responses":
+        reasoning = body.get("reasoning")
+        return isinstance(reasoning, dict) and reasoning.get("effort") != "none"
     return bool(body.get("think"))
 
 
-def shell_call(tools: list[tuple[str, dict]]) -> Call | None:
-    by_name = dict(tools)
+def shell_call(tools: list[Offered]) -> Call | None:
+    by_name = {t.name: t for t in tools}
     for name in SHELL_TOOLS:
         if name in by_name:
-            schema = by_name[name] or {}
-            args: dict[str, Any] = {"command": "echo hello"}
+            schema = by_name[name].schema or {}
+            props = schema.get("properties") or {}
+            key = "cmd" if "cmd" in props and "command" not in props else "command"
+            as_argv = (props.get(key) or {}).get("type") == "array"  # Codex's older `shell`: an argv list
+            command: Any = ["bash", "-lc", "echo hello"] if as_argv else "echo hello"
+            args: dict[str, Any] = {key: command}
             for req in schema.get("required") or []:
                 if req not in args:  # any other required argument
-                    args[req] = "Print hello" if req == "description" else example_of((schema.get("properties") or {}).get(req), req)
+                    args[req] = "Print hello" if req == "description" else example_of(props.get(req), req)
             return Call(name, args)
+    for tool in tools:  # Codex's code mode: the shell only inside the script tool
+        takes_input = tool.freeform or "input" in (tool.schema.get("properties") or {})
+        if CODE_MODE_MARK in tool.description and takes_input:
+            return Call(tool.name, {"input": CODE_MODE_SCRIPT})
     return None
 
 
@@ -288,7 +353,7 @@ class CCProxy:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    agent: str  # claude-code | gemini-cli | opencode
+    agent: str  # claude-code | gemini-cli | opencode | codex
     model: str | None  # what the agent is told (None: its default)
     provider: str = ""  # opencode: ccproxy (openai-compatible) | anthropic | google
 
@@ -301,6 +366,8 @@ VARIANTS = (
     Variant("oc-openai", "opencode", "gpt-4.1", "ccproxy"),
     Variant("oc-anthropic", "opencode", "claude-sonnet-4-5", "anthropic"),
     Variant("oc-google", "opencode", "gemini-2.5-flash", "google"),
+    Variant("codex", "codex", None),  # its default model: code mode (tools in an additional_tools item)
+    Variant("codex-gpt-5.5", "codex", "gpt-5.5"),  # flat function tools (exec_command), custom apply_patch
 )
 
 GEMINI_SETTINGS = {"privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
@@ -322,6 +389,8 @@ def agent_command(v: Variant, base: str, home: Path, bin_dir: Path) -> tuple[lis
         if v.model:
             env["GEMINI_MODEL"] = v.model
         return [str(bin_dir / "gemini"), "-p", PROMPTS[v.agent], "--yolo"], env
+    if v.agent == "codex":
+        return codex_command(v, base, home, bin_dir)
     key = {"apiKey": "{env:CCPROXY_KEY}"}
     config = {
         "$schema": "https://opencode.ai/config.json", "autoupdate": False, "share": "disabled",
@@ -340,6 +409,19 @@ def agent_command(v: Variant, base: str, home: Path, bin_dir: Path) -> tuple[lis
            "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_SHARE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1",
            "OPENCODE_DISABLE_LSP_DOWNLOAD": "1", "OPENCODE_DISABLE_CLAUDE_CODE": "1"}
     return [str(bin_dir / "opencode"), "run", "--model", f"{v.provider}/{v.model}", PROMPTS[v.agent]], env
+
+
+def codex_command(v: Variant, base: str, home: Path, bin_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """codex exec with a provider `ccproxy` on the Responses wire API, in a
+    throw-away CODEX_HOME: no login, the key from CCPROXY_KEY."""
+    (home / ".codex").mkdir()
+    provider = f'{{name="ccproxy", base_url="{base}/v1", env_key="CCPROXY_KEY", wire_api="responses"}}'
+    command = [str(bin_dir / "codex"), "exec", "--skip-git-repo-check", "-c", "model_provider=ccproxy",
+               "-c", f"model_providers.ccproxy={provider}"]
+    if v.model:
+        command += ["-m", v.model]
+    env = {"CCPROXY_KEY": ACCESS_KEY, "CODEX_HOME": str(home / ".codex")}
+    return [*command, PROMPTS[v.agent]], env
 
 
 @dataclass
@@ -459,7 +541,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", nargs="+", default=names, metavar="VARIANT",
                         help=f"variants, or an agent name for all its variants: {', '.join(names)}; "
-                             "claude-code, gemini-cli, opencode")
+                             "claude-code, gemini-cli, opencode, codex")
     parser.add_argument("--upstreams", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--timeout", type=int, default=180, help="seconds per agent run")
     parser.add_argument("--lines", type=int, default=15, help="tail lines per failure")
@@ -473,7 +555,7 @@ def main() -> int:
     if unknown or not variants:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(names)}")
     bin_dir = Path(os.environ.get("AGENTS_BIN", Path(__file__).parent / ".npm" / "node_modules" / ".bin"))
-    needed = {"claude-code": "claude", "gemini-cli": "gemini", "opencode": "opencode"}
+    needed = {"claude-code": "claude", "gemini-cli": "gemini", "opencode": "opencode", "codex": "codex"}
     missing = [needed[v.agent] for v in variants if not (bin_dir / needed[v.agent]).exists()]
     if missing:
         parser.error(f"not in AGENTS_BIN={bin_dir}: {', '.join(sorted(set(missing)))}")

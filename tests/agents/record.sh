@@ -4,8 +4,8 @@
 #   AGENTS_BIN=/path/to/node_modules/.bin tests/agents/record.sh            # all of them
 #   AGENTS_BIN=... tests/agents/record.sh claude-code-sonnet opencode-openai   # some
 #
-# AGENTS_BIN: where `claude`, `gemini` and `opencode` are (npm install
-#   @anthropic-ai/claude-code @google/gemini-cli opencode-ai, outside the repo).
+# AGENTS_BIN: where `claude`, `gemini`, `opencode` and `codex` are (npm install
+#   @anthropic-ai/claude-code @google/gemini-cli opencode-ai @openai/codex, outside the repo).
 # SCRATCH: throw-away HOME dirs and the project the agents work in (default /tmp/ccproxy-agents).
 # PYTHON: an interpreter with starlette and uvicorn (default: the repo's .venv).
 # No real key is used: every agent gets a fake one and talks only to capture.py on 127.0.0.1.
@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 SCRATCH=${SCRATCH:-/tmp/ccproxy-agents}
-AGENTS_BIN=${AGENTS_BIN:?set AGENTS_BIN to the node_modules/.bin holding claude, gemini and opencode}
+AGENTS_BIN=${AGENTS_BIN:?set AGENTS_BIN to the node_modules/.bin holding claude, gemini, opencode and codex}
 export PATH=$AGENTS_BIN:$PATH
 OUT=${OUT:-$HERE}
 CAPTURE="$PYTHON $HERE/capture.py"
@@ -25,6 +25,7 @@ PROMPT_OC='Run `echo hello` with your bash tool, then say done'
 CC_VERSION=$(claude --version 2>/dev/null | awk '{print $1}')
 GEMINI_VERSION=$(HOME=$SCRATCH gemini --version 2>/dev/null | tail -1)
 OC_VERSION=$(HOME=$SCRATCH opencode --version 2>/dev/null | tail -1)
+CODEX_VERSION=$(CODEX_HOME=$SCRATCH codex --version 2>/dev/null | awk '{print $NF}')
 
 setup_project() {
   mkdir -p "$SCRATCH/proj"
@@ -121,6 +122,22 @@ opencode_run() {
     -- opencode run --model "$model" ${OC_EXTRA:-} "$PROMPT_OC" ${OC_AFTER:-})
 }
 
+# codex exec: NAME VARIANT [capture args...] [-- extra codex args]; the provider comes in -c flags
+# (the port is only known to capture.py), CODEX_HOME is a throw-away dir, no login.
+codex_run() {
+  local name=$1 variant=$2; shift 2
+  local cap=() H=$SCRATCH/home-codex
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do cap+=("$1"); shift; done
+  [ "${1:-}" = "--" ] && shift
+  rm -rf "$H"; mkdir -p "$H/.codex"
+  (cd "$SCRATCH/proj" && HOME=$H timeout 240 $CAPTURE --out "$OUT/$name.json" --agent codex \
+    --variant "$variant" --version "$CODEX_VERSION" --timeout 180 \
+    --env HOME="$H" --env CODEX_HOME="$H/.codex" "${cap[@]}" --secret-env CAPTURE_API_KEY=sk-fake \
+    -- codex exec --skip-git-repo-check -c model_provider=capture \
+    -c 'model_providers.capture={name="capture", base_url="http://127.0.0.1:{port}/v1", env_key="CAPTURE_API_KEY", wire_api="responses"}' \
+    "$@" "$PROMPT_SHELL")
+}
+
 record() {
   local Q="--env CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1"
   case $1 in
@@ -141,6 +158,10 @@ record() {
     opencode-anthropic-thinking) OC_EXTRA="--variant high" opencode_run "$1" anthropic-claude-sonnet-4-5-variant-high anthropic/claude-sonnet-4-5 ;;
     opencode-anthropic-pdf) OC_AFTER="-f $SCRATCH/proj/hello.pdf" opencode_run "$1" anthropic-claude-sonnet-4-5-pdf-attached anthropic/claude-sonnet-4-5 ;;
     opencode-google) opencode_run "$1" google-gemini-2.5-flash google/gemini-2.5-flash ;;
+    codex-default) codex_run "$1" default-model ;;
+    codex-high) codex_run "$1" default-model-reasoning-high -- -c model_reasoning_effort=high ;;
+    codex-gpt-5.5) codex_run "$1" gpt-5.5 -- -m gpt-5.5 ;;
+    codex-unknown-model) codex_run "$1" unknown-model-gpt-5.1-codex -- -m gpt-5.1-codex ;;
     *) echo "unknown recording: $1" >&2; return 2 ;;
   esac
 }
@@ -148,7 +169,8 @@ record() {
 ALL="claude-code-sonnet claude-code-sonnet-thinking4000 claude-code-sonnet-nothinking claude-code-sonnet-nonessential
 claude-code-sonnet-websearch claude-code-sonnet-interactive claude-code-gemini claude-code-gemini-interactive
 gemini-cli-default gemini-cli-2.5-flash opencode-openai opencode-openai-pdf opencode-anthropic
-opencode-anthropic-thinking opencode-anthropic-pdf opencode-google"
+opencode-anthropic-thinking opencode-anthropic-pdf opencode-google codex-default codex-high codex-gpt-5.5
+codex-unknown-model"
 
 mkdir -p "$SCRATCH"
 setup_project

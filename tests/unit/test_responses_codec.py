@@ -1227,3 +1227,20 @@ def test_kept_answers_as_the_api_shows_stored_responses():
     ]
     assert codec.encode_kept_input(request.messages, "resp_1") == listed  # the same ids every time
     assert len({item.id for item in parsed.data}) == len(parsed.data)
+
+
+def test_codex_code_mode_offers_its_tools_in_the_input_and_they_are_read() -> None:
+    """Codex's default model sends no `tools`: an `additional_tools` input
+    item holds namespaces of function and custom tools (recorded from Codex
+    0.169.0)."""
+    import json
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parents[1] / "agents" / "codex-default.json").read_text())
+    body = next(r["body"] for r in recorded["requests"] if r["path"].endswith("/responses"))
+    assert "tools" not in body and body["input"][0]["type"] == "additional_tools"
+    request = CODECS["responses"].decode_request(body, ClientContext())
+    kinds = {tool.name: tool.kind for tool in request.tools}
+    assert kinds["exec"] == "custom" and kinds["wait"] == "function"
+    assert len(kinds) == len(request.tools), "a name offered twice is one tool"
+    assert request.messages and request.store is False

@@ -151,6 +151,9 @@ class _InputReader:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.call_signature: Foreign | None = None
+        # Tools offered in the input rather than in `tools` (Codex's code
+        # mode sends its tools as an `additional_tools` item).
+        self.tools: list[Any] = []
 
     def read(self, raw: Any, where: str) -> None:
         if not isinstance(raw, dict):
@@ -173,6 +176,11 @@ class _InputReader:
             self._web_search(raw, where)
         elif kind in ("compaction", "compaction_summary"):
             self._compaction(raw, where)
+        elif kind == "additional_tools":
+            tools = raw.get("tools")
+            if not isinstance(tools, list):
+                raise _bad(f"{where}.tools", "give the additional tools as a list")
+            self.tools.extend(tools)
         elif kind == "item_reference":
             raise _bad(where, "item references name items stored with OpenAI, which ccproxy cannot read; send the item")
         else:
@@ -280,13 +288,14 @@ class _InputReader:
             self._append("assistant", [opaque_compaction(item.encrypted_content)])
 
 
-def _decode_input(value: str | list[Any]) -> list[Message]:
+def _decode_input(value: str | list[Any]) -> tuple[list[Message], list[Any]]:
+    """The input's turns, and the tools it offers itself."""
     if isinstance(value, str):
-        return [Message(role="user", content=[Text(text=value)])] if value else []
+        return ([Message(role="user", content=[Text(text=value)])] if value else []), []
     reader = _InputReader()
     for i, item in enumerate(value):
         reader.read(item, f"input.{i}")
-    return reader.finish()
+    return reader.finish(), reader.tools
 
 
 # ---------------------------------------------------------------- tools and options
@@ -310,10 +319,22 @@ class _Tools:
         if not isinstance(entry, dict):
             raise _bad(where, "a tool must be an object")
         kind = entry.get("type")
+        if kind == "namespace":
+            # A namespace groups tools; the model calls them by their own
+            # names (clients take the call without its namespace), so they
+            # join the others, the first of a name winning.
+            inner = entry.get("tools")
+            if not isinstance(inner, list):
+                raise _bad(f"{where}.tools", "give the namespace's tools as a list")
+            for i, tool in enumerate(inner):
+                self._read(tool, f"{where}.tools.{i}")
+            return
         if kind in ("function", "custom"):
             name = entry.get("name")
             if not isinstance(name, str) or not name:
                 raise _bad(f"{where}.name", "a tool needs a name")
+            if any(tool.name == name for tool in self.tools):
+                return
             description = entry.get("description") if isinstance(entry.get("description"), str) else None
             if kind == "custom":
                 fmt = entry.get("format")
@@ -411,10 +432,10 @@ def _facts(wire: _ResponsesRequest, tools: _Tools) -> dict[str, Any]:
 
 def _decode(body: Any) -> Request:
     wire = validate(_ResponsesRequest, body)
-    messages = _decode_input(wire.input)
+    messages, offered = _decode_input(wire.input)
     if not messages and not wire.previous_response_id:
         raise _bad("input", "give the input: a string, or a list of input items")
-    tools = _Tools(wire.tools)
+    tools = _Tools((wire.tools or []) + offered)
     return Request(
         model=wire.model,
         system=wire.instructions or None,
