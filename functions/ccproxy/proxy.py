@@ -356,7 +356,6 @@ class Proxy:
     ) -> Answer:
         content = await reply.read(deadline, self.config.limits.answer_bytes)
         error = _error_of(attempt.codec, reply, content)
-        error.status = reply.status
         if retryable(error):
             raise error
         if passthrough:

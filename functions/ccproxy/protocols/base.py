@@ -295,7 +295,8 @@ class UpstreamCodec(ABC):
 
     @abstractmethod
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        """An upstream error answer as a ProxyError keeping `status`; the
+        """An upstream error answer as a ProxyError keeping `status` (unless
+        the body shows it misleads: Gemini answers a bad key with 400); the
         message is the upstream's own where it has one; retry_after is read
         from headers (retry-after) or the body (Gemini RetryInfo)."""
 

@@ -253,6 +253,9 @@ def _answer_content(candidate: dict[str, Any]) -> list[Any]:
     return content
 
 
+_BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+
+
 def _error_from(body: Any, status: int) -> ProxyError:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
@@ -260,6 +263,12 @@ def _error_from(body: Any, status: int) -> ProxyError:
     retry, code = None, error.get("status") if isinstance(error.get("status"), str) else None
     for detail in error.get("details") or []:
         kind = str(detail.get("@type", ""))
+        if kind.endswith("ErrorInfo") and detail.get("reason") in _BAD_KEY_REASONS:
+            # Gemini answers a bad key with 400 INVALID_ARGUMENT: said as the
+            # 401 it is, the key is cooled and the next one tried.
+            return ProxyError(
+                401, str(error.get("message") or "API key not valid"), kind="authentication", code=str(detail["reason"])
+            )
         if kind.endswith("RetryInfo"):
             delay = str(detail.get("retryDelay", "")).rstrip("s")
             try:
@@ -436,7 +445,8 @@ class GeminiUpstream(UpstreamCodec):
         if parsed is None:
             return ProxyError(status, message)
         error = _error_from(parsed, status)
-        error.status = status
+        if error.kind != "authentication":
+            error.status = status
         if error.retry_after is None:
             error.retry_after = retry_after(headers)
         return error
