@@ -34,3 +34,16 @@ def test_other_errors_keep_the_upstreams_status(protocol: str) -> None:
     body = BAD_REQUEST if protocol == "gemini" else {"error": {"message": "bad", "type": "invalid_request_error"}}
     error = CODECS[protocol].decode_error(400, json.dumps(body).encode(), {})
     assert error.status == 400 and not retryable(error)
+
+
+def test_a_server_tool_from_another_protocol_carries_the_beta_anthropic_needs() -> None:
+    """Gemini's urlContext becomes Anthropic's web_fetch, which is behind a beta."""
+    from ccproxy.unified import Message, Request, ServerTool, Text
+
+    request = Request(
+        model="m",
+        messages=[Message(role="user", content=[Text(text="read it")])],
+        server_tools=[ServerTool(kind="web_fetch", name="url_context")],
+        betas=["pdfs-2024-09-25"],
+    )
+    assert CODECS["claude"].upstream_headers(request) == {"anthropic-beta": "pdfs-2024-09-25,web-fetch-2025-09-10"}

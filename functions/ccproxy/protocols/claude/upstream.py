@@ -52,6 +52,7 @@ from .wire import (
     SERVER_TOOL_TYPES,
     STOP_FROM_WIRE,
     SYSTEM_TURNS_BETA,
+    TOOL_BETAS,
     search_results,
     usage_from,
 )
@@ -513,7 +514,11 @@ class ClaudeUpstream(UpstreamCodec):
         return body
 
     def upstream_headers(self, request: Request) -> dict[str, str]:
-        return {"anthropic-beta": ",".join(request.betas)} if request.betas else {}
+        # A server tool written here from another protocol's request needs
+        # the beta a Claude client would have sent with it.
+        needed = [TOOL_BETAS[t.kind] for t in request.server_tools if not t.wire and t.kind in TOOL_BETAS]
+        betas = list(dict.fromkeys([*request.betas, *needed]))
+        return {"anthropic-beta": ",".join(betas)} if betas else {}
 
     def left_out(self, request: Request) -> list[str]:
         # A tool in Anthropic's own wire form is sent as it came.

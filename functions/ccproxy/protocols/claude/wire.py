@@ -28,6 +28,8 @@ SERVER_TOOL_TYPES = {
     "web_fetch": "web_fetch_20250910",
     "code_execution": "code_execution_20250825",
 }
+# The betas those tools need where they are not generally available.
+TOOL_BETAS = {"web_fetch": "web-fetch-2025-09-10"}
 # A versioned tool type (web_search_20250305, bash_20250124...): its kind and date.
 DATED_TOOL = re.compile(r"(.+)_(\d{8})\Z")
 
