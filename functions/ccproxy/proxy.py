@@ -235,7 +235,7 @@ class Proxy:
             return await self._upstream_error(reply, attempt, passthrough, deadline)
         # No protocol's answer has a place for what the upstream could not
         # take, so a header says it.
-        answer_headers = {"x-ccproxy-left-out": "; ".join(left_out)} if left_out else {}
+        answer_headers = {"x-ccproxy-left-out": _header_text("; ".join(left_out))} if left_out else {}
         if request.stream:
             return self._stream_answer(
                 call, request, added, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
@@ -571,6 +571,16 @@ def _check_stream_type(reply: UpstreamReply, upstream: UpstreamCodec) -> None:
         raise ProxyError(
             502, f"the upstream answered a stream request with {media_type}, not a stream", kind="unavailable"
         )
+
+
+# A header value made of the client's words (a tool type it named): bounded,
+# and ASCII, which every HTTP stack carries.
+MAX_HEADER_TEXT = 1024
+
+
+def _header_text(text: str) -> str:
+    safe = "".join(c if " " <= c <= "~" else "?" for c in text[:MAX_HEADER_TEXT])
+    return safe + ("..." if len(text) > MAX_HEADER_TEXT else "")
 
 
 def _parse_json(content: bytes) -> Any:

@@ -1,6 +1,6 @@
 """Strict fake upstream LLM APIs, one Starlette app per protocol.
 
-    fake = FakeUpstream("openai" | "claude" | "gemini" | "ollama", key="sk-..." or None)
+    fake = FakeUpstream("openai" | "claude" | "gemini" | "ollama" | "responses", key="sk-..." or None)
     fake.app                  # the ASGI app (serve it with tests.support.server)
     fake.script("tool_call")  # queue scenario(s) for the next requests ("text" when empty)
     fake.requests, fake.last  # every request, recorded before validation
@@ -21,6 +21,7 @@ from .claude import ClaudeDialect
 from .gemini import GeminiDialect
 from .ollama import OllamaDialect
 from .openai import OpenAIDialect
+from .responses import ResponsesDialect
 
 # The model name the test configs route to on each fake upstream.
 UPSTREAM_MODELS = {
@@ -28,6 +29,7 @@ UPSTREAM_MODELS = {
     "claude": "claude-upstream",
     "gemini": "gemini-upstream",
     "ollama": "llama-upstream",
+    "responses": "gpt-resp-upstream",
 }
 
 DIALECTS: dict[str, type[Dialect]] = {
@@ -35,6 +37,7 @@ DIALECTS: dict[str, type[Dialect]] = {
     "claude": ClaudeDialect,
     "gemini": GeminiDialect,
     "ollama": OllamaDialect,
+    "responses": ResponsesDialect,
 }
 
 __all__ = ["DIALECTS", "UPSTREAM_MODELS", "FakeUpstream", "Recorded", "awkward_chunks", "scenarios"]

@@ -2,9 +2,9 @@
 
 `FakeUpstream` records every request, checks it with the protocol's `Dialect`
 (headers, then body), and answers with the next scripted `Scenario`. The
-dialects (openai.py, claude.py, gemini.py, ollama.py) only know their wire
-format; everything about scripting, recording, hanging, breaking streams and
-cutting them into awkward chunks lives here so all four behave alike.
+dialects (openai.py, claude.py, gemini.py, ollama.py, responses.py) only know
+their wire format; everything about scripting, recording, hanging, breaking
+streams and cutting them into awkward chunks lives here so all five behave alike.
 """
 
 from __future__ import annotations
@@ -355,8 +355,10 @@ class FakeUpstream:
     @staticmethod
     def _json(value: Any, scenario: Scenario) -> Response:
         """A whole JSON answer; "truncated" cuts it in half, as if the
-        connection dropped mid-body."""
-        data = dumps(value).encode()
+        connection dropped mid-body. A lone surrogate an answer echoes from
+        the request (the Responses API echoes its tools) goes back as its
+        JSON escape."""
+        data = dumps(value).encode("utf-8", "backslashreplace")
         if scenario.name == "truncated":
             data = data[: len(data) // 2]
         return Response(data, media_type="application/json")

@@ -42,6 +42,8 @@ CALL_IDS: dict[str, tuple[str, str]] = {
     "claude": ("toolu_01A09q90qw90lq917835lq9", "toolu_01B17x27rt58mn204913pk3"),
     "gemini": ("call_4162774", "call_4162775"),
     "ollama": ("call_ab12cd34", "call_ef56gh78"),
+    # The call_id of a Responses function_call item (its own id is "fc_...").
+    "responses": ("call_Rk4TnW8yLp2VbQ6xMz1JcH5s", "call_Ng7DqF3uXe9AjK2wPo6YtB4r"),
 }
 # Opaque signatures. Both are valid base64: Gemini's must be (the SDK decodes
 # it), Anthropic's only looks like it.

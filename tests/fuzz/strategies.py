@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 from tests.integration.drivers import ACCESS_KEY
 
-PROTOCOLS = ("openai", "claude", "gemini", "ollama")
-ALIASES = ("via-openai", "via-claude", "via-gemini", "via-ollama")
+PROTOCOLS = ("openai", "claude", "gemini", "ollama", "responses")
+ALIASES = ("via-openai", "via-claude", "via-gemini", "via-ollama", "via-responses")
 # The alias the "good request afterwards" uses: every route has an answer there.
 GOOD_ALIAS = "via-openai"
 
@@ -631,6 +631,86 @@ def _ollama_show(rng, model):
     return rng.choice([{"model": model}, {"name": model}, {"model": model, "verbose": True}])
 
 
+# -- OpenAI Responses
+
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA,
+                  "strict": False}
+
+
+def _responses_simple(rng, model):
+    return {"model": model, "input": "What's the weather in Paris?"}
+
+
+def _responses_tools(rng, model):
+    body = {
+        "model": model,
+        "instructions": "You are terse.",
+        "input": [
+            {"role": "user", "content": "What's the weather in Paris?"},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "22C and sunny"},
+        ],
+        "tools": [copy.deepcopy(RESPONSES_TOOL)],
+    }
+    return _maybe(rng, body, tool_choice=rng.choice(["auto", "required", {"type": "function", "name": "get_weather"}]),
+                  parallel_tool_calls=True, stream=rng.choice([True, False]))
+
+
+def _responses_rich(rng, model):
+    body = {
+        "model": model,
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "Look at this"},
+                {"type": "input_image", "image_url": "data:image/png;base64," + PNG, "detail": "low"},
+                {"type": "input_file", "file_data": "data:text/plain;base64," + HELLO_B64, "filename": "a.txt"},
+            ]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "It is tiny."}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "A pixel.", "annotations": []}]},
+            {"role": "user", "content": "Patch it."},
+            {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin Patch"},
+            {"type": "custom_tool_call_output", "call_id": "call_2", "output": "done"},
+            {"role": "system", "content": "Now answer in French."},
+        ],
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Patch files", "format": {"type": "text"}}],
+    }
+    return _maybe(rng, body, temperature=0.5, top_p=0.9, max_output_tokens=100, store=False,
+                  reasoning={"effort": "low", "summary": "auto"}, include=["reasoning.encrypted_content"],
+                  text={"format": {"type": "json_schema", "name": "x", "schema": copy.deepcopy(WEATHER_SCHEMA)}},
+                  stream=rng.choice([True, False]), metadata={"k": "v"}, prompt_cache_key="k", user="u1")
+
+
+RESPONSES_VOCABULARY = {
+    "model": ALIASES, "input": ("hi", [], [{"role": "user", "content": "hi"}], [{"type": "message"}]),
+    "instructions": ("sys", None), "role": ("user", "assistant", "system", "developer", "tool"),
+    "content": ("hi", [{"type": "input_text", "text": "x"}], [], None),
+    "type": ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
+             "reasoning", "item_reference", "input_text", "input_image", "input_file", "output_text", "refusal",
+             "summary_text", "function", "custom", "web_search", "json_schema", "json_object", "text", "grammar"),
+    "text": ("x", {"format": {"type": "json_object"}}, {"format": {"type": "json_schema"}}, {"verbosity": "low"}),
+    "image_url": ("data:image/png;base64," + PNG, "data:,", "https://127.0.0.1:9/x.png"), "file_id": ("file_1",),
+    "file_data": ("data:application/pdf;base64," + HELLO_B64, "data:text/plain;base64,!!", HELLO_B64), "filename": ("a.pdf",),
+    "detail": ("low", "high", "auto", "bogus"), "call_id": ("call_1", "call_9", ""), "name": ("get_weather", "apply_patch"),
+    "arguments": ("{", '{"a":1}', "[1]", {"a": 1}), "output": ("ok", [{"type": "input_text", "text": "x"}], {"a": 1}),
+    "id": ("rs_1", "msg_1", "fc_1", "x"), "summary": ([], [{"type": "summary_text", "text": "t"}], "auto"),
+    "encrypted_content": ("gAAAA", "", "gemini:abc"), "annotations": ([], [{"type": "url_citation"}]),
+    "tools": ([RESPONSES_TOOL], [{"type": "function", "function": {"name": "f"}}], [{"type": "web_search"}],
+              [{"type": "custom", "name": "apply_patch"}], [{"type": "function", "name": "f"}]),
+    "tool_choice": ("auto", "none", "required", "bogus", {"type": "function", "name": "get_weather"},
+                    {"type": "function", "function": {"name": "f"}}, {"type": "custom", "name": "apply_patch"},
+                    {"type": "allowed_tools", "mode": "auto", "tools": []}),
+    "parameters": (WEATHER_SCHEMA, None, {"type": "string"}), "strict": (True, False, None),
+    "format": ({"type": "text"}, {"type": "grammar", "syntax": "lark", "definition": "start: /x/"}, {"type": "xml"}),
+    "reasoning": ({"effort": "high", "summary": "auto"}, {"effort": "bogus"}, {"summary": "detailed"}),
+    "effort": ("minimal", "low", "high", "none", "bogus"), "schema": ({"type": "object"},),
+    "stream": (True, False), "store": (True, False), "include": (["reasoning.encrypted_content"], ["bogus"]),
+    "previous_response_id": ("resp_1", ""), "max_output_tokens": (1, 16, 100), "temperature": (0, 2), "top_p": (1,),
+    "parallel_tool_calls": (False,), "metadata": ({"k": "v"}, {"k": 1}), "truncation": ("auto", "disabled"),
+    "messages": ([{"role": "user", "content": "hi"}],), "max_tokens": (100,),
+}
+
+
 ROUTES: dict[str, RouteSpec] = {spec.name: spec for spec in (
     RouteSpec("openai-chat", "openai", "/v1/chat/completions", "",
               (_openai_simple, _openai_tools, _openai_rich, _openai_functions), OPENAI_VOCABULARY),
@@ -650,6 +730,8 @@ ROUTES: dict[str, RouteSpec] = {spec.name: spec for spec in (
     RouteSpec("ollama-generate", "ollama", "/api/generate", "", (_ollama_generate,), OLLAMA_VOCABULARY),
     RouteSpec("ollama-embed", "ollama", "/api/embed", "", (_ollama_embed,), OLLAMA_VOCABULARY),
     RouteSpec("ollama-show", "ollama", "/api/show", "", (_ollama_show,), OLLAMA_VOCABULARY),
+    RouteSpec("responses-create", "responses", "/v1/responses", "", (_responses_simple, _responses_tools, _responses_rich),
+              RESPONSES_VOCABULARY),
 )}
 
 # Wrong methods and unknown paths: its own "route".
@@ -898,24 +980,29 @@ POST_PATHS = {
     "gemini": ["/v1beta/models/via-gemini:generateContent", "/v1beta/models/via-gemini:streamGenerateContent",
                "/v1beta/models/via-gemini:countTokens", "/v1beta/models/via-gemini:embedContent"],
     "ollama": ["/api/chat", "/api/generate", "/api/embed", "/api/show"],
+    "responses": ["/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact"],
 }
 GET_PATHS = {
     "openai": ["/v1/models", "/v1/models/via-openai"],
     "claude": [],
     "gemini": ["/v1beta/models", "/v1beta/models/via-gemini"],
     "ollama": ["/api/tags", "/api/version", "/api/ps"],
+    # Real routes, for an id the proxy does not keep: a 404.
+    "responses": ["/v1/responses/resp_nothing", "/v1/responses/resp_nothing/input_items"],
 }
 PREFIXES = ("", "", "", "/compat", "/second", "/switch", "/default/compat_mode", "/textual")
 
 
 def _unknown_path(rng: random.Random, protocol: str) -> str:
     # Never a real route's name; no dot segments (the client would resolve them away).
-    word = rng.choice(["nothing", "chat2", "responses", "batches", "x" * 300, "%ff", "a%2Fb", "", "💥"])
+    word = rng.choice(["nothing", "chat2", "assistants", "batches", "x" * 300, "%ff", "a%2Fb", "", "💥"])
     if protocol == "openai":
         return rng.choice([f"/v1/{word}", f"/v1/chat/{word}", f"/v1/chat/completions/{word}", "/v1/chat/completions/",
                            "/v1/embeddings/", f"/v1/files/{word}", "/v1"])
     if protocol == "claude":
         return rng.choice([f"/v1/messages/{word}", "/v1/messages/", "/v1/messages/batches", "/v1/messages/count_tokens/x"])
+    if protocol == "responses":
+        return rng.choice([f"/v1/responses/{word}/x", "/v1/responses/", "/v1/responses/x/y/z", f"/v1/{word}/responses"])
     if protocol == "gemini":
         return rng.choice([f"/v1beta/{word}", f"/v1beta/models/via-gemini:{word}", "/v1beta/models/via-gemini:generateContent/x",
                            f"/v1beta/files/{word}", "/v1beta/models/via-gemini:batchGenerateContent", "/v1beta",

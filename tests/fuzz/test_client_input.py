@@ -135,7 +135,7 @@ def server_errors(records: list[logging.LogRecord]) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def fuzz_stack():
-    """The four strict fakes (answering "text" by default) and the proxy in
+    """The strict fakes (answering "text" by default) and the proxy in
     front of them, with the integration tests' config."""
     fakes, servers, urls = {}, [], {}
     for protocol in PROTOCOLS:
@@ -196,7 +196,9 @@ def ollama_problem(body: Any, status: int | None) -> str | None:
     return None
 
 
-SHAPES = {"openai": openai_problem, "claude": claude_problem, "gemini": gemini_problem, "ollama": ollama_problem}
+# The Responses API answers errors in the OpenAI shape.
+SHAPES = {"openai": openai_problem, "claude": claude_problem, "gemini": gemini_problem, "ollama": ollama_problem,
+          "responses": openai_problem}
 
 
 def shape_of(body: Any) -> str:
@@ -253,6 +255,8 @@ def stream_problem(protocol: str, content: bytes) -> str | None:
         return "an empty stream"
     name, data = events[-1]
     last = _json_or_none(data)
+    if protocol == "responses":
+        return responses_stream_problem(name, last, data)
     if protocol == "openai":
         if data == "[DONE]" or openai_problem(last, None) is None:
             return None
@@ -267,6 +271,20 @@ def stream_problem(protocol: str, content: bytes) -> str | None:
     if gemini_problem(last, None) is None:
         return None
     return f"the stream ends without a finishReason or an error chunk: {data[-200:]!r}"
+
+
+def responses_stream_problem(name: str | None, last: Any, data: str) -> str | None:
+    """A Responses stream ends with response.completed (or .incomplete), or
+    fails with response.failed carrying its error, or an error event."""
+    if name in ("response.completed", "response.incomplete"):
+        return None
+    response = last.get("response") if isinstance(last, dict) else None
+    if name == "response.failed" and isinstance(response, dict) and isinstance(response.get("error"), dict):
+        if _text(response["error"].get("message")):
+            return None
+    if name == "error" and isinstance(last, dict) and _text(last.get("message")):
+        return None
+    return f"the stream ends without response.completed or an error event: {name} {data[-200:]!r}"
 
 
 # ---------------------------------------------------------------- one case

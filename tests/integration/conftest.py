@@ -1,4 +1,4 @@
-"""The proxy in front of four strict fake upstreams, all on loopback."""
+"""The proxy in front of five strict fake upstreams, all on loopback."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from tests.support.server import BackgroundServer
 
 from .drivers import ACCESS_KEY, DRIVERS
 
-PROTOCOLS = ("openai", "claude", "gemini", "ollama")
+PROTOCOLS = ("openai", "claude", "gemini", "ollama", "responses")
 UPSTREAM_KEYS = {
     "openai": "sk-fake-openai-0123456789",
     "claude": "sk-ant-fake-0123456789",
     "gemini": "AIza-fake-0123456789",
     "ollama": None,
+    "responses": "sk-fake-responses-0123456789",
 }
 # The path each protocol's base_url ends with (README, Config), under a
 # prefix of its own so the test also shows that base URL paths are kept.
-BASE_PATHS = {"openai": "/prefix/v1", "claude": "/prefix/v1", "gemini": "/prefix/v1beta", "ollama": "/prefix"}
+BASE_PATHS = {"openai": "/prefix/v1", "claude": "/prefix/v1", "gemini": "/prefix/v1beta", "ollama": "/prefix",
+              "responses": "/prefix/v1"}
 
 
 def alias(protocol: str) -> str:
@@ -56,7 +58,7 @@ def proxy_config(fake_servers: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="session")
 def stack():
-    """Four fakes and the proxy: yields (proxy_url, fakes by protocol)."""
+    """The fakes and the proxy: yields (proxy_url, fakes by protocol, the app)."""
     fakes, servers = {}, []
     urls = {}
     for protocol in PROTOCOLS:

@@ -322,4 +322,90 @@ class OllamaDriver:
         raise AssertionError("the SDK raised nothing")
 
 
-DRIVERS = {d.protocol: d for d in (OpenAIDriver, ClaudeDriver, GeminiDriver, OllamaDriver)}
+class ResponsesDriver:
+    """The OpenAI Responses API through the openai SDK: `responses.create`
+    whole, `responses.stream()` for streams (it checks the event order and
+    assembles the final response), and raw `create(stream=True)` events for
+    failures, which a Responses stream reports as events, not exceptions."""
+
+    protocol = "responses"
+
+    def __init__(self, base_url: str) -> None:
+        self.client = openai.OpenAI(base_url=base_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+
+    def _tools(self):
+        # strict: False keeps each schema as written (left out, the API makes
+        # every property required).
+        return [{"type": "function", **t, "strict": False} for t in TOOLS]
+
+    def chat(self, model: str, *, stream: bool, tools: bool = False, thinking: bool = False, messages=None) -> Outcome:
+        kwargs: dict[str, Any] = {"model": model, "input": messages or [{"role": "user", "content": QUESTION}]}
+        if tools:
+            kwargs["tools"] = self._tools()
+        if thinking:
+            kwargs["reasoning"] = {"effort": "low", "summary": "auto"}
+        models: set[str] = set()
+        if not stream:
+            response = self.client.responses.create(**kwargs)
+        else:
+            deltas = []
+            with self.client.responses.stream(**kwargs) as s:
+                for event in s:
+                    if event.type in ("response.created", "response.in_progress", "response.completed"):
+                        models.add(event.response.model)
+                    elif event.type == "response.output_text.delta":
+                        deltas.append(event.delta)
+                response = s.get_final_response()
+            assert "".join(deltas) == response.output_text, "the text deltas and response.completed disagree"
+        models.add(response.model)
+        return self._outcome(response, models)
+
+    @staticmethod
+    def _outcome(response, models: set[str]) -> Outcome:
+        import json
+
+        outcome = Outcome(text=response.output_text, stop=response.status, models=models)
+        for item in response.output:
+            if item.type == "reasoning":
+                outcome.thinking += "".join(s.text for s in item.summary)
+                outcome.thinking += "".join(c.text for c in item.content or [])
+            elif item.type == "function_call":
+                outcome.calls.append((item.name, json.loads(item.arguments)))
+                outcome.call_ids.append(item.call_id)
+            elif item.type == "custom_tool_call":
+                outcome.calls.append((item.name, {"input": item.input}))
+                outcome.call_ids.append(item.call_id)
+        if response.usage is not None:
+            outcome.input_tokens = response.usage.input_tokens
+            outcome.output_tokens = response.usage.output_tokens
+        return outcome
+
+    def round_trip(self, model: str, call_id: str, *, stream: bool) -> Outcome:
+        import json
+
+        items = [
+            {"role": "user", "content": QUESTION},
+            {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+            {"type": "function_call_output", "call_id": call_id, "output": TOOL_RESULT},
+        ]
+        return self.chat(model, stream=stream, tools=True, messages=items)
+
+    def fail(self, model: str, *, stream: bool) -> Failure:
+        try:
+            if not stream:
+                self.client.responses.create(model=model, input=QUESTION)
+            else:
+                for event in self.client.responses.create(model=model, input=QUESTION, stream=True):
+                    if event.type == "error":
+                        return Failure(None, event.message, type(event).__name__)
+                    if event.type == "response.failed":
+                        error = event.response.error
+                        return Failure(None, error.message if error else "", type(event).__name__)
+        except openai.APIStatusError as exc:
+            return Failure(exc.status_code, exc.message, type(exc).__name__)
+        except openai.APIError as exc:
+            return Failure(None, exc.message, type(exc).__name__)
+        raise AssertionError("the SDK raised nothing and the stream reported no error")
+
+
+DRIVERS = {d.protocol: d for d in (OpenAIDriver, ClaudeDriver, GeminiDriver, OllamaDriver, ResponsesDriver)}

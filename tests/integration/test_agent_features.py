@@ -37,6 +37,8 @@ def oai(proxy_url: str) -> openai.OpenAI:
 
 def system_sent(upstream: str, body: dict) -> str:
     """The upstream's top-level system prompt."""
+    if upstream == "responses":
+        return body.get("instructions") or ""
     if upstream == "gemini":
         return "".join(p["text"] for p in (body.get("systemInstruction") or {}).get("parts", []))
     if upstream == "claude":
@@ -86,6 +88,19 @@ def test_claude_system_turns_reach_every_upstream(upstream, stream, proxy_url, u
         roles = [m["role"] for m in sent.json["messages"]]
         assert roles == ["system", "user", "system", "assistant", "tool", "system"]
         assert sent.json["messages"][2]["content"] == REMINDER
+        assert "anthropic-beta" not in sent.headers
+    elif upstream == "responses":
+        # The Responses API takes system (or developer) turns anywhere in its
+        # input, as chat completions does: they stay where they were.
+        items = sent.json["input"]
+        kinds = ["system" if i.get("role") in ("system", "developer") else i.get("role") or i["type"] for i in items]
+        if sent.json.get("instructions") is None:  # the system prompt as a leading turn instead
+            assert kinds[0] == "system" and "You are terse." in json.dumps(items[0])
+            kinds = kinds[1:]
+        else:
+            assert sent.json["instructions"] == "You are terse."
+        assert kinds == ["user", "system", "function_call", "function_call_output", "system"]
+        assert REMINDER in json.dumps(items[kinds.index("system") + len(items) - len(kinds)])
         assert "anthropic-beta" not in sent.headers
     else:
         # Folded into the system prompt, in order, never dropped.
@@ -282,6 +297,15 @@ def test_web_search_becomes_google_search_on_gemini(proxy_url, upstreams):
     assert "x-ccproxy-left-out" not in response.headers
 
 
+def test_web_search_becomes_the_responses_apis_own(proxy_url, upstreams):
+    upstreams["responses"].script("text")
+    response = claude(proxy_url).messages.with_raw_response.create(
+        model=alias("responses"), max_tokens=256, tools=[WEB_SEARCH], messages=[{"role": "user", "content": "News today?"}])
+    assert response.parse().content[0].text == scenarios.TEXT
+    assert upstreams["responses"].last.json["tools"] == [{"type": "web_search"}]
+    assert "x-ccproxy-left-out" not in response.headers
+
+
 def test_web_search_passes_through_to_claude(proxy_url, upstreams):
     upstreams["claude"].script("text")
     claude(proxy_url).messages.create(model=alias("claude"), max_tokens=256, tools=[WEB_SEARCH],
@@ -367,7 +391,7 @@ def claude_search(proxy_url: str, upstream: str, stream: bool):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-@pytest.mark.parametrize("upstream", ["gemini", "claude"])
+@pytest.mark.parametrize("upstream", ["gemini", "claude", "responses"])
 def test_claude_client_sees_the_search_the_upstream_ran(upstream, stream, proxy_url, upstreams):
     """Gemini's grounding (or Anthropic's own search) reaches a Claude client
     as server_tool_use and web_search_tool_result blocks, as the API shows a
@@ -380,7 +404,12 @@ def test_claude_client_sees_the_search_the_upstream_ran(upstream, stream, proxy_
     result = next(b for b in message.content if b.type == "web_search_tool_result")
     assert use.name == "web_search" and use.input == {"query": SEARCH_QUERY}
     assert result.tool_use_id == use.id
-    assert [(r.url, r.title) for r in result.content] == list(SEARCH_SOURCES)
+    if upstream == "responses":
+        # The Responses API's search lists its sources' URLs only (their
+        # titles come later, in the answer's citations).
+        assert [r.url for r in result.content] == [url for url, _ in SEARCH_SOURCES] and all(r.title for r in result.content)
+    else:
+        assert [(r.url, r.title) for r in result.content] == list(SEARCH_SOURCES)
     assert "".join(b.text for b in message.content if b.type == "text") == scenarios.TEXT
 
 
@@ -506,7 +535,11 @@ PDF_BYTES = base64.b64decode(PDF)
 
 def ask_with_pdf(client: str, model: str, proxy_url: str, driver_for) -> None:
     """A PDF and a question, as each client protocol that can carry one sends it."""
-    if client == "claude":
+    if client == "responses":
+        oai(proxy_url).responses.create(model=model, input=[{"role": "user", "content": [
+            {"type": "input_file", "file_data": f"data:application/pdf;base64,{PDF}", "filename": "spec.pdf"},
+            {"type": "input_text", "text": "Summarise this."}]}])
+    elif client == "claude":
         claude(proxy_url).messages.create(model=model, max_tokens=64, messages=pdf_question())
     elif client == "openai":
         oai(proxy_url).chat.completions.create(model=model, messages=[{"role": "user", "content": [
@@ -525,6 +558,9 @@ def pdf_sent(upstream: str, body: dict) -> bool:
         return block["type"] == "document" and block["source"] == {"type": "base64", "media_type": "application/pdf", "data": PDF}
     if upstream == "openai":
         return body["messages"][0]["content"][0]["file"]["file_data"] == f"data:application/pdf;base64,{PDF}"
+    if upstream == "responses":
+        part = body["input"][0]["content"][0]
+        return part["type"] == "input_file" and part["file_data"] == f"data:application/pdf;base64,{PDF}"
     # Gemini to Gemini goes as the SDK wrote it: snake_case keys, URL-safe base64.
     inline = body["contents"][0]["parts"][0]["inlineData"]
     data = base64.b64decode(inline["data"].replace("-", "+").replace("_", "/"))
@@ -532,13 +568,14 @@ def pdf_sent(upstream: str, body: dict) -> bool:
 
 
 @pytest.mark.parametrize("upstream", PROTOCOLS)
-@pytest.mark.parametrize("client", ["claude", "openai", "gemini"])
+@pytest.mark.parametrize("client", ["claude", "openai", "gemini", "responses"])
 def test_pdf_every_pair(client, upstream, proxy_url, upstreams, driver_for):
     upstreams[upstream].script("text")
     if upstream == "ollama":
         from google.genai import errors
 
-        refusal = {"claude": anthropic.BadRequestError, "openai": openai.BadRequestError, "gemini": errors.ClientError}
+        refusal = {"claude": anthropic.BadRequestError, "openai": openai.BadRequestError, "gemini": errors.ClientError,
+                   "responses": openai.BadRequestError}
         with pytest.raises(refusal[client]) as caught:  # each SDK's own 400
             ask_with_pdf(client, alias(upstream), proxy_url, driver_for)
         assert getattr(caught.value, "status_code", getattr(caught.value, "code", None)) == 400
@@ -564,6 +601,13 @@ def history_with_reasoning(client: str) -> tuple[str, object]:
             {"role": "assistant", "content": None, "reasoning_content": thought, "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(call)}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "22C"}]
+    if client == "responses":
+        # The reasoning item as the proxy showed it: a summary, no encrypted content.
+        return "responses", [
+            {"role": "user", "content": QUESTION},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": thought}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": json.dumps(call)},
+            {"type": "function_call_output", "call_id": "call_1", "output": "22C"}]
     if client == "ollama":
         return "ollama", [
             {"role": "user", "content": QUESTION},

@@ -12,16 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fakes.responses import ENCRYPTED
+
 from .conftest import PROTOCOLS, alias
 from .drivers import ACCESS_KEY
 
 RECORDINGS = Path(__file__).parent.parent / "agents"
 # Headers that belong to the recorded connection or carry the recorded key.
 DROPPED = {"host", "content-length", "connection", "accept-encoding", "authorization", "x-api-key", "x-goog-api-key"}
-AUTH = {"claude": "x-api-key", "gemini": "x-goog-api-key", "openai": "authorization"}
+AUTH = {"claude": "x-api-key", "gemini": "x-goog-api-key", "openai": "authorization", "responses": "authorization"}
 GEMINI_MODEL = re.compile(r"/models/[^/:]+:")
 # How each client protocol's stream ends when nothing went wrong.
-STREAM_END = {"claude": b"event: message_stop", "openai": b"data: [DONE]", "gemini": b'"finishReason"'}
+STREAM_END = {"claude": b"event: message_stop", "openai": b"data: [DONE]", "gemini": b'"finishReason"',
+              "responses": b"event: response.completed"}
 
 
 def client_protocol(path: str) -> str:
@@ -29,7 +32,21 @@ def client_protocol(path: str) -> str:
         return "claude"
     if path.startswith("/v1/chat/completions"):
         return "openai"
+    if path.startswith("/v1/responses"):
+        return "responses"
     return "gemini"
+
+
+def as_made_here(body: dict) -> dict:
+    """A recorded Responses conversation replayed on the fake Responses
+    upstream as if that upstream had had it: the reasoning the recording
+    server encrypted becomes the fake's, which it can read back."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return body
+    mine = [{**i, "encrypted_content": ENCRYPTED} if i.get("type") == "reasoning" and i.get("encrypted_content") else i
+            for i in items]
+    return {**body, "input": mine}
 
 
 def replays() -> list:
@@ -69,8 +86,10 @@ def test_agent_request_replayed_on_every_upstream(name, index, upstream, proxy_u
         path = GEMINI_MODEL.sub(f"/models/{alias(upstream)}:", path)
     else:
         body = {**body, "model": alias(upstream)}
+    if protocol == upstream == "responses":
+        body = as_made_here(body)
     headers = {k: v for k, v in recorded["headers"].items() if k not in DROPPED}
-    headers[AUTH[protocol]] = f"Bearer {ACCESS_KEY}" if protocol == "openai" else ACCESS_KEY
+    headers[AUTH[protocol]] = f"Bearer {ACCESS_KEY}" if AUTH[protocol] == "authorization" else ACCESS_KEY
     upstreams[upstream].script("text")
     response = httpx.post(proxy_url + path, params=recorded["query"], headers=headers, json=body, timeout=30)
     if upstream == "ollama" and "application/pdf" in json.dumps(body):

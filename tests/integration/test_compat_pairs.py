@@ -11,10 +11,11 @@ from tests.fakes import scenarios
 
 from .conftest import PROTOCOLS, alias
 from .drivers import DRIVERS, QUESTION, TOOL_RESULT
-from .test_pairs import PAIRS, STOP_TOOLS, STREAMING
+from .test_pairs import CALLS_WITH_IDS, PAIRS, STOP_TOOLS, STREAMING
 
 NATIVE_TOOL_FIELDS = ("tools", "tool_choice", "toolConfig", "functionDeclarations", "tool_calls", "functionCall",
-                      "functionResponse", "tool_use", "tool_result")
+                      "functionResponse", "tool_use", "tool_result", "function_call", "function_call_output",
+                      "custom_tool_call", "custom_tool_call_output")
 
 
 def sent_without_native_tools(recorded) -> str:
@@ -33,7 +34,7 @@ def test_a_text_call_becomes_a_native_call(client, upstream, stream, upstreams, 
     assert outcome.calls == [("get_weather", scenarios.WEATHER_ARGS)]
     assert outcome.text.strip() == scenarios.COMPAT_PREAMBLE
     assert outcome.stop == STOP_TOOLS[client]
-    if client in ("openai", "claude"):
+    if client in CALLS_WITH_IDS:
         assert all(outcome.call_ids)
     sent_without_native_tools(upstreams[upstream].last)
 

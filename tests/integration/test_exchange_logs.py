@@ -15,7 +15,7 @@ from ccproxy.stores.logs import DirectorySink, S3Sink
 from tests.fakes import scenarios
 from tests.support.aws import moto_server  # noqa: F401  (fixture)
 
-from .conftest import UPSTREAM_KEYS, alias
+from .conftest import PROTOCOLS, UPSTREAM_KEYS, alias
 from .drivers import ACCESS_KEY, QUESTION, TOOLS
 
 
@@ -120,15 +120,15 @@ def test_midstream_errors_are_recorded(proxy_url, upstreams, sink_dir):
 def test_no_key_in_any_record_or_log_line(proxy_url, upstreams, sink_dir, caplog):
     caplog.set_level(logging.DEBUG)
     client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
-    for protocol in ("openai", "claude", "gemini", "ollama"):
+    for protocol in PROTOCOLS:
         # a client that pastes a key into its prompt does not leak it either
         client.chat.completions.create(
             model=alias(protocol), messages=[{"role": "user", "content": f"my key is {UPSTREAM_KEYS['openai']} ok"}])
         upstreams[protocol].script("rate_limit")
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model=alias(protocol), messages=[{"role": "user", "content": "hi"}])
-    stored = records(DirectorySink(sink_dir), 8)
-    assert len(stored) == 8
+    stored = records(DirectorySink(sink_dir), 2 * len(PROTOCOLS))
+    assert len(stored) == 2 * len(PROTOCOLS)
     text = json.dumps(stored) + "\n".join(r.getMessage() for r in caplog.records)
     for secret in [ACCESS_KEY, *filter(None, UPSTREAM_KEYS.values())]:
         assert secret not in text

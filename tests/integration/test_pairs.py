@@ -1,4 +1,4 @@
-"""All 16 pairs of client protocol and upstream protocol, through the
+"""All 25 pairs of client protocol and upstream protocol, through the
 official SDKs, whole and streamed; each test checks both sides."""
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from .drivers import QUESTION, TOOL_RESULT
 PAIRS = [pytest.param(c, u, id=f"{c}-on-{u}") for c in PROTOCOLS for u in PROTOCOLS]
 STREAMING = [pytest.param(False, id="whole"), pytest.param(True, id="stream")]
 
-STOP_NORMAL = {"openai": "stop", "claude": "end_turn", "gemini": "STOP", "ollama": "stop"}
-STOP_TOOLS = {"openai": "tool_calls", "claude": "tool_use", "gemini": "STOP", "ollama": "stop"}
-RATE_LIMIT_ERRORS = {"openai": "RateLimitError", "claude": "RateLimitError", "gemini": "ClientError", "ollama": "ResponseError"}
+# A Responses client sees the response's status: its calls are output items
+# of a completed response, with no stop reason of their own.
+STOP_NORMAL = {"openai": "stop", "claude": "end_turn", "gemini": "STOP", "ollama": "stop", "responses": "completed"}
+STOP_TOOLS = {"openai": "tool_calls", "claude": "tool_use", "gemini": "STOP", "ollama": "stop", "responses": "completed"}
+RATE_LIMIT_ERRORS = {"openai": "RateLimitError", "claude": "RateLimitError", "gemini": "ClientError", "ollama": "ResponseError",
+                     "responses": "RateLimitError"}
+# The client protocols whose every call carries an id (Gemini's and Ollama's may not).
+CALLS_WITH_IDS = ("openai", "claude", "responses")
 
 
 def sent_model(upstream: str, recorded) -> str:
@@ -56,7 +61,7 @@ def test_tool_call(client, upstream, stream, upstreams, driver_for):
     outcome = driver_for(client).chat(alias(upstream), stream=stream, tools=True)
     assert outcome.calls == [("get_weather", {"city": "Paris"})]
     assert outcome.stop == STOP_TOOLS[client]
-    if client in ("openai", "claude"):
+    if client in CALLS_WITH_IDS:
         assert all(outcome.call_ids), "every call needs an id"
     sent = check_sent(upstream, upstreams[upstream])
     assert "get_weather" in json.dumps(sent)
@@ -69,7 +74,7 @@ def test_parallel_tool_calls(client, upstream, stream, upstreams, driver_for):
     outcome = driver_for(client).chat(alias(upstream), stream=stream, tools=True)
     assert outcome.calls == [("get_weather", {"city": "Paris"}), ("get_time", {"timezone": "Europe/Paris"})]
     assert outcome.stop == STOP_TOOLS[client]
-    if client in ("openai", "claude"):
+    if client in CALLS_WITH_IDS:
         assert len(set(outcome.call_ids)) == 2, "parallel calls need distinct ids"
 
 
@@ -91,6 +96,13 @@ def tool_results_sent(upstream: str, body: dict) -> list[tuple[str, str]]:
                 if b["type"] == "tool_result":
                     content = b["content"] if isinstance(b["content"], str) else "".join(p["text"] for p in b["content"])
                     found.append((calls[b["tool_use_id"]], content))
+    elif upstream == "responses":
+        items = body["input"] if isinstance(body["input"], list) else []
+        calls = {i["call_id"]: i["name"] for i in items if i.get("type") == "function_call"}
+        for i in items:
+            if i.get("type") == "function_call_output":
+                output = i["output"] if isinstance(i["output"], str) else "".join(p["text"] for p in i["output"])
+                found.append((calls[i["call_id"]], output))
     elif upstream == "gemini":
         for c in body["contents"]:
             for p in c["parts"]:

@@ -17,10 +17,10 @@ from google.genai import types as gtypes
 
 from tests.fakes import scenarios
 
-from .conftest import UPSTREAM_KEYS, alias
+from .conftest import PROTOCOLS, UPSTREAM_KEYS, alias
 from .drivers import ACCESS_KEY, QUESTION
 
-ALIASES = ["via-openai", "via-claude", "via-gemini", "via-ollama"]
+ALIASES = [alias(p) for p in PROTOCOLS]
 
 
 def test_openai_lists_the_groups_aliases(proxy_url):
@@ -80,6 +80,8 @@ def test_claude_count_tokens_uses_the_upstreams_count_or_an_estimate(proxy_url, 
     assert upstreams["claude"].last.path.endswith("/messages/count_tokens")
     assert client.messages.count_tokens(model=alias("gemini"), messages=messages).input_tokens == scenarios.COUNT_TOKENS
     assert upstreams["gemini"].last.path.endswith(":countTokens")
+    assert client.messages.count_tokens(model=alias("responses"), messages=messages).input_tokens == scenarios.COUNT_TOKENS
+    assert upstreams["responses"].last.path.endswith("/responses/input_tokens")
     # OpenAI and Ollama cannot count: a careful estimate, never zero.
     estimate = client.messages.count_tokens(model=alias("openai"), messages=messages).input_tokens
     assert 0 < estimate < 50
@@ -104,11 +106,25 @@ def test_embeddings_between_the_protocols_that_have_them(proxy_url, upstreams, u
     assert embedded.embeddings[0].values == pytest.approx(scenarios.EMBEDDING)
 
 
-def test_embeddings_to_a_protocol_without_them_is_a_clear_400(proxy_url):
+@pytest.mark.parametrize("upstream", ["claude", "responses"])
+def test_embeddings_to_a_protocol_without_them_is_a_clear_400(proxy_url, upstream):
     oa = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
-        oa.embeddings.create(model=alias("claude"), input="one")
+        oa.embeddings.create(model=alias(upstream), input="one")
     assert "no embeddings" in caught.value.message
+
+
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+def test_responses_input_tokens_on_every_upstream(proxy_url, upstreams, upstream):
+    """The upstreams that count (Anthropic, Gemini, the Responses API) count;
+    the others get a careful estimate, never zero."""
+    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
+    counted = client.responses.input_tokens.count(model=alias(upstream), input=QUESTION, instructions="Be brief.")
+    if upstream in ("claude", "gemini", "responses"):
+        assert counted.input_tokens == scenarios.COUNT_TOKENS
+        assert "Be brief." in json.dumps(upstreams[upstream].last.json)
+    else:
+        assert 0 < counted.input_tokens < 50 and upstreams[upstream].requests == []
 
 
 # ---------------------------------------------------------------- auth and errors
@@ -131,6 +147,8 @@ def test_wrong_or_missing_key_is_401_in_each_protocols_shape(proxy_url):
     bad = "ccp-wrong"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=proxy_url + "/v1", api_key=bad, max_retries=0).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=proxy_url + "/v1", api_key=bad, max_retries=0).responses.create(model="via-openai", input="hi")
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=proxy_url, api_key=bad, max_retries=0).messages.create(
             model="via-openai", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
@@ -161,6 +179,11 @@ def test_wrong_or_missing_key_is_401_in_each_protocols_shape(proxy_url):
         ("/api/chat", b'{"model":"via-openai","messages":[{"role":"wizard","content":"hi"}]}', 400,
          lambda b: "role" in b["error"]),
         ("/v1/nowhere", b"{}", 404, lambda b: "no route" in b["error"]["message"]),
+        ("/v1/responses", b'{"model":"via-openai"}', 400, lambda b: "input" in b["error"]["message"]),
+        ("/v1/responses", b'{"model":"via-openai","input":[{"role":"wizard","content":"hi"}]}', 400,
+         lambda b: "role" in b["error"]["message"]),
+        ("/v1/responses", b'{"model":"nope","input":"hi"}', 404,
+         lambda b: "nope" in b["error"]["message"] and b["error"]["code"] == "model_not_found"),
     ],
 )
 def test_the_proxys_own_errors_say_what_to_fix(proxy_url, path, body, status, check):
@@ -170,7 +193,7 @@ def test_the_proxys_own_errors_say_what_to_fix(proxy_url, path, body, status, ch
     assert check(response.json()), response.json()
 
 
-@pytest.mark.parametrize("client", ["openai", "claude", "gemini", "ollama"])
+@pytest.mark.parametrize("client", PROTOCOLS)
 def test_an_upstream_server_error_keeps_its_status(client, upstreams, driver_for):
     upstreams["openai"].script("server_error")
     failure = driver_for(client).fail(alias("openai"), stream=False)
@@ -225,7 +248,7 @@ def test_image_urls_are_fetched_for_upstreams_that_cannot(upstreams, proxy_url):
         assert "cannot fetch image" in caught.value.message
 
 
-@pytest.mark.parametrize("upstream", ["openai", "claude", "gemini", "ollama"])
+@pytest.mark.parametrize("upstream", PROTOCOLS)
 def test_a_client_that_hangs_up_cancels_the_upstream_request(proxy_url, upstreams, upstream):
     import time
 
@@ -243,7 +266,7 @@ def test_a_client_that_hangs_up_cancels_the_upstream_request(proxy_url, upstream
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("upstream", ["openai", "claude", "gemini", "ollama"])
+@pytest.mark.parametrize("upstream", PROTOCOLS)
 def test_ollama_generate_on_every_upstream(proxy_url, upstreams, upstream, stream):
     upstreams[upstream].script("text")
     client = ollama.Client(host=proxy_url, headers={"Authorization": f"Bearer {ACCESS_KEY}"})
@@ -287,7 +310,7 @@ def test_gemini_chat_history_keeps_streamed_turns(proxy_url, upstreams):
     assert second[1]["content"] == scenarios.TEXT
 
 
-@pytest.mark.parametrize("upstream", ["claude", "gemini", "openai", "ollama"])
+@pytest.mark.parametrize("upstream", ["claude", "gemini", "openai", "ollama", "responses"])
 def test_a_claude_code_style_request(proxy_url, upstreams, upstream):
     """What Claude Code sends: the beta surface (?beta=true, anthropic-beta),
     system blocks and tools with cache_control, metadata, thinking, a stream."""
@@ -352,6 +375,7 @@ ERROR_SHAPES = {
     "claude": lambda body: body["type"] == "error" and isinstance(body["error"]["message"], str),
     "gemini": lambda body: isinstance(body["error"]["code"], int) and isinstance(body["error"]["status"], str),
     "ollama": lambda body: isinstance(body["error"], str),
+    "responses": lambda body: isinstance(body["error"]["message"], str) and "type" in body["error"],
 }
 
 
@@ -362,6 +386,7 @@ ERROR_SHAPES = {
     ("/v1beta/models/m:noSuchMethod", "gemini"),
     ("/api/nowhere", "ollama"),
     ("/second/api/nowhere", "ollama"),
+    ("/v1/responses/nowhere/x", "responses"),
 ])
 def test_an_unknown_path_is_a_404_in_its_protocols_shape(path, protocol, proxy_url):
     response = httpx.post(proxy_url + path, json={}, headers={"authorization": f"Bearer {ACCESS_KEY}"})
@@ -375,6 +400,7 @@ def test_an_unknown_path_is_a_404_in_its_protocols_shape(path, protocol, proxy_u
     ("DELETE", "/v1beta/models/m:generateContent", "gemini", "POST"),
     ("GET", "/api/chat", "ollama", "POST"),
     ("POST", "/api/tags", "ollama", "GET"),
+    ("GET", "/v1/responses", "responses", "POST"),
 ])
 def test_a_wrong_method_is_a_405_in_its_protocols_shape(method, path, protocol, allowed, proxy_url):
     response = httpx.request(method, proxy_url + path, headers={"authorization": f"Bearer {ACCESS_KEY}"})

@@ -24,12 +24,16 @@ from tests.support.server import BackgroundServer
 
 from .drivers import ACCESS_KEY
 
-PROTOCOLS = ("openai", "claude", "gemini", "ollama")
+PROTOCOLS = ("openai", "claude", "gemini", "ollama", "responses")
 SECRET = "sk-raw-upstream-secret-0123456789"
 DEADLINE = 1.0
-CONVERTED = {"openai": "gemini", "claude": "openai", "gemini": "ollama", "ollama": "claude"}
+# The other upstream(s) each client is also tried against: the Responses API
+# both ways, to the chat completions it is most often put in front of and
+# from the client most often put in front of it.
+CONVERTED = {"openai": ("gemini",), "claude": ("openai", "responses"), "gemini": ("ollama",), "ollama": ("claude",),
+             "responses": ("openai",)}
 STREAM_TYPES = {"openai": "text/event-stream", "claude": "text/event-stream", "gemini": "text/event-stream",
-                "ollama": "application/x-ndjson"}
+                "ollama": "application/x-ndjson", "responses": "text/event-stream"}
 
 # The opening record of a good stream in each protocol, sent before a fault.
 FIRST_RECORD = {
@@ -45,6 +49,15 @@ FIRST_RECORD = {
               b'"modelVersion":"m"}\r\n\r\n',
     "ollama": b'{"model":"m","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"Hel"},'
               b'"done":false}\n',
+    "responses": b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":'
+                 b'"resp_1","object":"response","created_at":1,"status":"in_progress","model":"m","output":[]}}\n\n'
+                 b'event: response.output_item.added\ndata: {"type":"response.output_item.added","sequence_number":1,'
+                 b'"output_index":0,"item":{"type":"message","id":"msg_1","status":"in_progress","role":"assistant",'
+                 b'"content":[]}}\n\nevent: response.content_part.added\ndata: {"type":"response.content_part.added",'
+                 b'"sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":'
+                 b'"output_text","text":"","annotations":[]}}\n\nevent: response.output_text.delta\ndata: {"type":'
+                 b'"response.output_text.delta","sequence_number":3,"item_id":"msg_1","output_index":0,'
+                 b'"content_index":0,"delta":"Hel","logprobs":[]}}\n\n',
 }
 # A good whole answer in each protocol (for the close-delimited body).
 WHOLE = {
@@ -58,6 +71,11 @@ WHOLE = {
                                "index": 0}], "modelVersion": "m"},
     "ollama": {"model": "m", "created_at": "2025-01-01T00:00:00Z", "message": {"role": "assistant", "content": "Hello"},
                "done": True, "done_reason": "stop"},
+    "responses": {"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "m", "output": [
+        {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Hello", "annotations": []}]}],
+        "usage": {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 1,
+                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 2}},
 }
 ERROR_STATUSES = {"429": 429, "500": 500, "503": 503, "529": 529}
 
@@ -194,7 +212,7 @@ FAULTS = ("resetbefore", "resetafter", "resetmid", "hangbefore", "hangmid", "bad
 @pytest.fixture(scope="module")
 def faulty():
     upstream = RawUpstream().start()
-    base = {"openai": "/v1", "claude": "/v1", "gemini": "/v1beta", "ollama": ""}
+    base = {"openai": "/v1", "claude": "/v1", "gemini": "/v1beta", "ollama": "", "responses": "/v1"}
     providers = {f"raw-{p}": {"protocol": p, "base_url": upstream.url + base[p], "keys": [SECRET], "timeout": DEADLINE * 2}
                  for p in PROTOCOLS}
     models = {f"{fault}-{p}": [f"raw-{p}/{fault}-{p}"] for fault in FAULTS for p in PROTOCOLS}
@@ -216,6 +234,9 @@ def ask(url: str, client: str, model: str, stream: bool) -> httpx.Response:
         return httpx.post(f"{url}/v1/messages", json={"model": model, "max_tokens": 64, "messages": messages,
                                                      "stream": stream},
                           headers={"x-api-key": ACCESS_KEY, "anthropic-version": "2023-06-01"}, timeout=10)
+    if client == "responses":
+        return httpx.post(f"{url}/v1/responses", json={"model": model, "input": "hi", "stream": stream},
+                          headers={"authorization": f"Bearer {ACCESS_KEY}"}, timeout=10)
     if client == "gemini":
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return httpx.post(f"{url}/v1beta/models/{model}:{method}", json={"contents": [{"role": "user", "parts": [
@@ -241,6 +262,10 @@ def ends_with_error_event(client: str, content: bytes) -> bool:
     if client == "ollama":
         last = [line for line in text.splitlines() if line.strip()][-1]
         return "error" in json.loads(last)
+    if client == "responses":
+        # Every lifecycle event carries "error": null; only these two end a stream with one.
+        last = [r for r in text.replace("\r\n", "\n").split("\n\n") if r.strip()][-1]
+        return last.startswith(("event: error\n", "event: response.failed\n"))
     records = [r for r in text.replace("\r\n", "\n").split("\n\n") if r.startswith("data: ")]
     return any('"error"' in r for r in records[-2:])
 
@@ -249,7 +274,7 @@ CASES = [
     pytest.param(fault, client, upstream, stream, id=f"{fault}-{client}-on-{upstream}-{'stream' if stream else 'whole'}")
     for fault in FAULTS
     for client in PROTOCOLS
-    for upstream in (client, CONVERTED[client])
+    for upstream in (client, *CONVERTED[client])
     for stream in (False, True)
 ]
 

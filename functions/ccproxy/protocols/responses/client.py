@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any, Literal
 
 from ...errors import ProxyError
@@ -301,6 +302,12 @@ def _decode_input(value: str | list[Any]) -> tuple[list[Message], list[Any]]:
 # ---------------------------------------------------------------- tools and options
 
 
+# What a built-in tool's type looks like (web_search, web_search_preview,
+# code_interpreter, mcp, ...): new ones are taken as they come, anything
+# else is refused as the API refuses it.
+_BUILTIN_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
+
 class _Tools:
     """The client's tools: its own (function and custom) as unified tools,
     the built-in ones the API runs as server tools. The built-in tools'
@@ -350,7 +357,7 @@ class _Tools:
             self.tools.append(Tool(name=name, description=description, parameters=parameters))
             if entry.get("strict"):
                 self.strict.append(name)
-        elif isinstance(kind, str) and kind:
+        elif isinstance(kind, str) and _BUILTIN_TYPE.match(kind):
             # The definition stays out of ServerTool.wire: an upstream of
             # another protocol would send a wire definition as it is.
             options = {k: v for k, v in entry.items() if k != "type"}

@@ -559,6 +559,22 @@ _HANDLERS = {
 # ---------------------------------------------------------------- the upstream half
 
 
+def _tool_choice(request: Request, tools: list[dict[str, Any]]) -> str | dict[str, Any]:
+    """The choice as the API takes it. A forced server tool (Claude Code
+    forces its web search by name) is no function: the API names hosted
+    tools by type, through `allowed_tools`."""
+    choice = request.tool_choice
+    if choice is None or choice.mode != "tool" or any(t.name == choice.name for t in request.tools):
+        return tool_choice_json(choice, request.tools)
+    kinds = {t.kind for t in request.server_tools if choice.name in (t.name, t.kind)}
+    hosted = [
+        t for t in tools if t.get("type") not in ("function", "custom") and builtin_kind(str(t.get("type"))) in kinds
+    ]
+    if not hosted:
+        return "required"
+    return {"type": "allowed_tools", "mode": "required", "tools": [{"type": t["type"]} for t in hosted]}
+
+
 class ResponsesUpstream(UpstreamCodec):
     protocol = PROTOCOL
     forwarded_headers = ("openai-beta",)
@@ -581,7 +597,7 @@ class ResponsesUpstream(UpstreamCodec):
         tools = _tools(request)
         if tools:
             body["tools"] = tools
-            body["tool_choice"] = tool_choice_json(request.tool_choice, request.tools)
+            body["tool_choice"] = _tool_choice(request, tools)
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
         _sampling(request, body)
