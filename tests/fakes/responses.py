@@ -571,8 +571,30 @@ def encryption_asked(body: dict[str, Any]) -> bool:
     return "reasoning.encrypted_content" in (body.get("include") or [])
 
 
-def custom_tool_names(body: dict[str, Any]) -> set[str]:
-    return {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "custom"}
+def offered_tools(body: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """Every tool the request offers, with its namespace: in `tools`, inside
+    namespaces, and in `additional_tools` input items (Codex's code mode)."""
+    found: list[tuple[dict[str, Any], str | None]] = []
+
+    def read(tools: Any, namespace: str | None) -> None:
+        for tool in tools if isinstance(tools, list) else []:
+            if not isinstance(tool, dict):
+                continue
+            if tool.get("type") == "namespace":
+                read(tool.get("tools"), str(tool.get("name")))
+            else:
+                found.append((tool, namespace))
+
+    read(body.get("tools"), None)
+    for item in body.get("input") if isinstance(body.get("input"), list) else []:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            read(item.get("tools"), None)
+    return found
+
+
+def custom_tool_names(body: dict[str, Any]) -> dict[str, str | None]:
+    """The custom tools' names, each with its namespace (None: none)."""
+    return {str(t.get("name")): ns for t, ns in offered_tools(body) if t.get("type") == "custom"}
 
 
 def call_input(call: Call) -> str:
@@ -612,9 +634,14 @@ def message_item(turn: Turn, status: str = "completed") -> dict[str, Any]:
 
 def call_item(ctx: Context, k: int, call: Call) -> dict[str, Any]:
     call_id = CALL_IDS["responses"][k]
-    if call.name in custom_tool_names(ctx.body):
-        return {"type": "custom_tool_call", "id": CUSTOM_ITEM_IDS[k], "status": "completed", "call_id": call_id,
-                "name": call.name, "input": call_input(call)}  # fmt: skip
+    custom = custom_tool_names(ctx.body)
+    if call.name in custom:
+        # The API's custom tool call has no status; a namespaced tool's call names its namespace.
+        item = {"type": "custom_tool_call", "id": CUSTOM_ITEM_IDS[k], "call_id": call_id, "name": call.name,
+                "input": call_input(call)}  # fmt: skip
+        if custom[call.name]:
+            item["namespace"] = custom[call.name]
+        return item
     return {"type": "function_call", "id": ITEM_IDS[k], "status": "completed", "call_id": call_id, "name": call.name,
             "arguments": dumps(call.args)}  # fmt: skip
 
@@ -739,7 +766,9 @@ def stream_reasoning(log: EventLog, index: int, item: dict[str, Any]) -> None:
 
 
 def stream_arguments(log: EventLog, index: int, item: dict[str, Any], key: str, event: str) -> None:
-    log.add("response.output_item.added", output_index=index, item={**item, "status": "in_progress", key: ""})
+    # A function call is in progress until done; a custom tool call has no status.
+    progress = {"status": "in_progress"} if "status" in item else {}
+    log.add("response.output_item.added", output_index=index, item={**item, **progress, key: ""})
     where = {"item_id": item["id"], "output_index": index}
     for fragment in pieces(item[key], 3):
         log.add(f"{event}.delta", **where, delta=fragment)
