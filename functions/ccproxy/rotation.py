@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -186,8 +187,18 @@ class Rotation:
         self._views.clear()  # this process sees its own cooldown at once
 
     async def used(self, entry: Entry, input_tokens: int | None, output_tokens: int | None) -> None:
-        day = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc).strftime("%Y-%m-%d")
+        day = _utc_day(int(self.clock()) // 86400)
         await self._call(self.state.add_usage, entry.name, day, 1, input_tokens or 0, output_tokens or 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_day(days: int) -> str:
+    """The UTC date of a day number since the epoch (formatted once a day,
+    not once an answer)."""
+    return datetime.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+
+
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 
 
 def _order(found: Sequence[tuple[Target, int, tuple[str | None, ...]]]) -> list[Entry]:

@@ -56,8 +56,10 @@ def fresh(pair):
     first.reset(), second.reset()
     app.state.proxy.rotation.state = MemoryStateStore()
     app.state.proxy.rotation._views.clear()  # what the last test's cooldowns looked like
+    app.state.proxy.rotation.clock = time.time
     config.retries = 2
     yield pair
+    app.state.proxy.rotation.clock = time.time
     assert first.violations == [] and second.violations == []
 
 
@@ -82,13 +84,15 @@ def test_a_failing_first_target_still_gives_the_answer_from_the_second(fresh, fa
 
 
 def test_a_key_cooled_by_429_is_skipped_until_its_time_runs_out(fresh):
-    url, first, second, _, _ = fresh
+    url, first, second, app, _ = fresh
     first.script("rate_limit", retry_after=1)
     assert ask(url) == scenarios.TEXT          # first failed over to second; first now cooling
     for _ in range(3):
         assert ask(url) == scenarios.TEXT
     assert len(first.requests) == 1, "a cooling key was tried again"
-    time.sleep(1.2)
+    rotation = app.state.proxy.rotation
+    rotation.clock = lambda: time.time() + 1.2  # its second has passed, on the rotation's own clock
+    rotation._views.clear()  # what this process last read of the cooldowns, a moment ago
     ask(url), ask(url)
     assert len(first.requests) == 2, "the key did not come back after its cooldown"
 
@@ -212,8 +216,11 @@ def test_count_tokens_never_cools_a_key(fresh):
 def test_usage_is_recorded_per_key(fresh):
     url, _, second, app, _ = fresh
     ask(url), ask(url, stream=True)
-    time.sleep(0.2)  # usage is written after the answer, off the request's path
     day = time.strftime("%Y-%m-%d", time.gmtime())
+    # Usage is written after the answer, off the request's path: wait for it.
+    deadline = time.monotonic() + 5
+    while len(app.state.proxy.rotation.state.usage(day)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     usage = {u.entry.split("#")[0]: u for u in app.state.proxy.rotation.state.usage(day)}
     assert usage["first"].requests == 1 and usage["second"].requests == 1
     assert (usage["first"].input_tokens, usage["first"].output_tokens) == (scenarios.PROMPT_TOKENS, scenarios.OUTPUT_TOKENS)
