@@ -67,3 +67,51 @@ def test_a_response_not_stored_cannot_be_continued(proxy_url, upstreams):
         oa.responses.create(model=alias("openai"), input="And tomorrow?", previous_response_id=first.id)
     assert first.id in caught.value.message
     assert len(upstreams["openai"].requests) == 1
+
+
+# A custom tool (Codex's apply_patch is one): a free-form string in, no JSON.
+CUSTOM = {"type": "custom", "name": "get_weather", "description": "The weather in a city, named in plain words."}
+
+
+def _custom_tool_sent(upstream: str, body: dict) -> bool:
+    """Whether the upstream was offered the custom tool as its protocol can
+    take it: natively (Responses) or as a function taking one string."""
+    if upstream == "responses":
+        return any(t.get("type") == "custom" and t.get("name") == "get_weather" for t in body.get("tools") or [])
+    if upstream == "gemini":
+        declared = [f for t in body.get("tools") or [] for f in t.get("functionDeclarations") or []]
+        schemas = [f.get("parameters") or f.get("parametersJsonSchema") or {} for f in declared if f["name"] == "get_weather"]
+    elif upstream == "claude":
+        schemas = [t["input_schema"] for t in body.get("tools") or [] if t.get("name") == "get_weather"]
+    else:
+        schemas = [t["function"]["parameters"] for t in body.get("tools") or [] if t.get("function", {}).get("name") == "get_weather"]
+    return len(schemas) == 1 and list((schemas[0].get("properties") or {})) == ["input"]
+
+
+@pytest.mark.parametrize("stream", STREAMING)
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+def test_a_custom_tool_is_called_on_every_upstream_and_its_result_goes_back(upstream, stream, proxy_url, upstreams):
+    upstreams[upstream].script("tool_call", "text")
+    oa = client(proxy_url)
+    ask = {"model": alias(upstream), "input": QUESTION, "tools": [CUSTOM], "store": False}
+    if stream:
+        with oa.responses.stream(**ask) as events:
+            answer = events.get_final_response()
+    else:
+        answer = oa.responses.create(**ask)
+    calls = [item for item in answer.output if item.type == "custom_tool_call"]
+    assert [c.name for c in calls] == ["get_weather"], answer.output
+    assert isinstance(calls[0].input, str) and "Paris" in calls[0].input
+    assert not [item for item in answer.output if item.type == "function_call"]
+    assert _custom_tool_sent(upstream, upstreams[upstream].last.json)
+
+    # The call and its output go back, and the upstream gets them as its own.
+    call = calls[0]
+    history = [
+        {"role": "user", "content": QUESTION},
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": call.name, "input": call.input},
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": TOOL_RESULT},
+    ]
+    final = oa.responses.create(model=alias(upstream), input=history, tools=[CUSTOM], store=False)
+    assert final.output_text == scenarios.TEXT
+    assert TOOL_RESULT in json.dumps(upstreams[upstream].last.json, ensure_ascii=False)
