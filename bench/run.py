@@ -315,6 +315,9 @@ CASES = {
 # Cases LiteLLM is not measured on: its /v1/responses calls an upstream's
 # Responses API, which is another upstream call than ccproxy's.
 CCPROXY_ONLY = frozenset({"c"})
+# Cases whose direct request is another case's, byte for byte: measured once,
+# so that both compare with the same baseline.
+SAME_DIRECT = {"c": "a"}
 
 
 def job(case: str, target: str, url: str, stream: bool, slow: bool = False) -> load.Job:
@@ -399,6 +402,8 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
                     for target, url in targets.items():
                         if target == "litellm" and case in CCPROXY_ONLY:
                             continue
+                        if target == "direct" and case in SAME_DIRECT:
+                            continue
                         counts = plan.litellm_counts if target == "litellm" else plan.counts
                         result = await measure(
                             job(case, target, url, stream),
@@ -418,7 +423,8 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
 
 def added(cells: dict, case: str, stream: bool, concurrency: int, target: str, which: str) -> float | None:
     """Median over rounds of (target's median - direct's median), in ms."""
-    mine, direct = cells.get((case, stream, concurrency, target)), cells.get((case, stream, concurrency, "direct"))
+    mine = cells.get((case, stream, concurrency, target))
+    direct = cells.get((SAME_DIRECT.get(case, case), stream, concurrency, "direct"))
     if mine is None or direct is None or not getattr(mine, which) or mine.failures:
         return None
     pairs = zip(getattr(mine, which), getattr(direct, which))
@@ -691,7 +697,7 @@ def report(out: dict[str, Any]) -> str:
     for case in CASES:
 
         def rate(target: str, case: str = case) -> str:
-            cell = cells.get((case, True, 32, target))
+            cell = cells.get((SAME_DIRECT.get(case, case) if target == "direct" else case, True, 32, target))
             if cell is None or not cell.events_per_s or cell.failures:
                 return "—"
             return f"{statistics.median(cell.events_per_s):,.0f}"
@@ -759,10 +765,11 @@ def report(out: dict[str, Any]) -> str:
                 (True, "ttfb", "first byte"),
                 (True, "ttlb", "last byte"),
             ):
-                cell = cells.get((case, stream, concurrency, "direct"))
+                cell = cells.get((SAME_DIRECT.get(case, case), stream, concurrency, "direct"))
                 if cell and getattr(cell, which):
                     parts.append(f"{what} @{concurrency} {statistics.median(getattr(cell, which)) * 1000:.2f} ms")
-        lines.append(f"- ({case}) {title}: " + ", ".join(parts))
+        same = f" (the same request as ({SAME_DIRECT[case]})'s)" if case in SAME_DIRECT else ""
+        lines.append(f"- ({case}) {title}{same}: " + ", ".join(parts))
     lines += [f"- note: {note}" for note in out["notes"]]
     # Targets: under 1 ms with one client (32 clients on one
     # server core queue behind each other by design); at least 10 times less
