@@ -36,14 +36,18 @@ def write(
     alias: str | None = None,
     target: str | None = None,
     reason: str | None = None,
+    *,
+    key: str | None = None,
 ) -> None:
-    """The request's line; `reason` says why a refused request was refused."""
+    """The request's line; `reason` says why a refused request was refused;
+    `key` is the name of the access key presented (never the key)."""
     if not log.isEnabledFor(logging.INFO):
         return
     method, path = scope["method"], logged_path(scope)
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     route = f"{alias} -> {target}" if alias and target else (alias or "")
-    message = " ".join(p for p in (method, path, str(status), protocol or "", route, f"{duration_ms} ms") if p)
+    who = f"key {key}" if key else ""
+    message = " ".join(p for p in (method, path, str(status), protocol or "", route, who, f"{duration_ms} ms") if p)
     if reason:
         message += f": {reason}"
     fields = {
@@ -53,6 +57,7 @@ def write(
         "protocol": protocol,
         "alias": alias,
         "target": target,
+        "access_key": key,
         "duration_ms": duration_ms,
         "reason": reason,
     }

@@ -22,11 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from . import accesslog, telemetry
+from .access import REVOCATION_VIEW_SECONDS
 from .config import Config
 from .errors import ProxyError
 from .exchange import Exchange, Recording
 from .jsonutil import dumpb, loads
-from .keys import KeyRing, matches, scrub
+from .keys import AccessKey, KeyRing, identify, scrub
 from .observe import NOBODY, Observer, observing
 from .pipeline import LastPiece
 from .protocols import client_codecs
@@ -60,6 +61,9 @@ class Settings:
     # Logged when requests are refused for want of an access key: where the
     # operator should put one.
     access_key_hint: str = "set access_keys in the config or the secrets"
+    # How long a process trusts what it last read of an access key's
+    # revocation (`ccproxy access revoke`) from the state store.
+    revocation_view_seconds: float = REVOCATION_VIEW_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,7 @@ def presented_key(request: Request) -> str | None:
 
 def create_app(settings: Settings) -> Starlette:
     keys = KeyRing(settings.config, settings.secrets)
-    proxy = Proxy(settings.config, keys, state=settings.state)
+    proxy = Proxy(settings.config, keys, state=settings.state, revocation_view_seconds=settings.revocation_view_seconds)
     recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
     gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
     handler = Handler(settings, keys, proxy, RouteTable(client_codecs()), recorder, gate)
@@ -224,9 +228,16 @@ class Handler:
         route, codec, params = found
         observer = self._observer(request, route, codec, prefix.group)
         call: Call | None = None
+        key: AccessKey | None = None
         try:
-            if access and not matches(presented_key(request), access):
-                raise ProxyError(401, "missing or invalid access key", kind="authentication", code="invalid_api_key")
+            if access:
+                key = identify(presented_key(request), access)
+                if key is None:
+                    raise ProxyError(
+                        401, "missing or invalid access key", kind="authentication", code="invalid_api_key"
+                    )
+                observer.identified(key.name)
+                await self.proxy.access.admit(key, prefix.group)
             body = None
             if request.method == "POST" and route.body:
                 body = await _json_body(request, self.config.limits.request_bytes)
@@ -246,16 +257,21 @@ class Handler:
                 body=body[0] if body else None,
                 headers=request.headers,
                 observer=observer,
+                access_key=key,
             )
             answer = await self.proxy.handle(call)
         except ProxyError as error:
-            return await self._refused(error, request, codec, call, observer, started)
+            return await self._refused(error, request, codec, call, observer, started, key)
         except Exception:
             log.exception("unexpected failure on %s %s", request.method, path)
-            accesslog.write(scope, started, 500, codec.protocol, reason="unexpected failure (see the log above)")
+            accesslog.write(
+                scope, started, 500, codec.protocol, reason="unexpected failure (see the log above)", key=_name(key)
+            )
             return _error(codec, ProxyError(500, "ccproxy failed unexpectedly; see its log", kind="internal"))
         answer.after.append(_finish(observer, answer.status))
-        answer.after.append(_access_line(scope, started, answer.status, codec.protocol, call.alias, call.target))
+        answer.after.append(
+            _access_line(scope, started, answer.status, codec.protocol, call.alias, call.target, _name(key))
+        )
         return _respond(answer, self.settings.finish_inside_response)
 
     def _observer(self, request: Request, route: Route, codec: ClientCodec, group: str) -> Observer:
@@ -291,12 +307,15 @@ class Handler:
         call: Call | None,
         observer: Observer,
         started: float,
+        key: AccessKey | None = None,
     ) -> Response:
         """The request ends in `error`, in the client protocol's shape, with
         no key in its message."""
         error.message = scrub(error.message, self.keys.secrets())
         alias, target = (call.alias, call.target) if call else (None, None)
-        accesslog.write(request.scope, started, error.status, codec.protocol, alias, target, error.message)
+        accesslog.write(
+            request.scope, started, error.status, codec.protocol, alias, target, error.message, key=_name(key)
+        )
         response = _error(codec, error)
         observer.refused(error, bytes(response.body))
         if observer is not NOBODY:
@@ -305,6 +324,10 @@ class Handler:
             else:
                 response.background = _tasks([_finish(observer, error.status)])
         return response
+
+
+def _name(key: AccessKey | None) -> str | None:
+    return key.name if key is not None else None
 
 
 def _finish(observer: Observer, status: int) -> Callable[[], Awaitable[None]]:
@@ -355,12 +378,18 @@ def _error(codec: ClientCodec, error: ProxyError) -> Response:
 
 
 def _access_line(
-    scope: MutableMapping[str, Any], started: float, status: int, protocol: str, alias: str | None, target: str | None
+    scope: MutableMapping[str, Any],
+    started: float,
+    status: int,
+    protocol: str,
+    alias: str | None,
+    target: str | None,
+    key: str | None = None,
 ):
     """The access log line, written once the answer's last byte is out."""
 
     async def write() -> None:
-        accesslog.write(scope, started, status, protocol, alias, target)
+        accesslog.write(scope, started, status, protocol, alias, target, key=key)
 
     return write
 
@@ -459,7 +488,7 @@ class AccessGate:
         self.hint = hint
         self._logged: dict[str, float] = {}
 
-    def access_keys(self) -> list[str]:
+    def access_keys(self) -> list[AccessKey]:
         """The keys a client must present (empty: none needed). Raises a 503
         ProxyError when the proxy cannot serve."""
         try:

@@ -217,7 +217,7 @@ def _secret_id(args: argparse.Namespace, env: Environment) -> str:
 def _secret_document(secrets: Any, source: Path) -> str:
     import json
 
-    document = json.dumps({"providers": secrets.providers, "access_keys": secrets.access_keys}, separators=(",", ":"))
+    document = json.dumps(secrets.document(), separators=(",", ":"))
     size = len(document.encode())
     if size > SECRET_LIMIT:
         raise _Stop(f"{source} is {size} bytes; a secret holds at most {SECRET_LIMIT}")
@@ -245,11 +245,307 @@ def _report_push(
     for provider_id, provider_keys in secrets.providers.items():
         note = "" if known is None or provider_id in known else f"  (no provider {provider_id!r} in {config_path})"
         print(f"  provider {provider_id}: {listed(provider_keys)}{note}")
-    print(f"  access keys: {listed(secrets.access_keys)}")
+    names = ", ".join(k.name for k in secrets.access_keys)
+    count = len(secrets.access_keys)
+    print(f"  access keys: {count} key{'' if count == 1 else 's'} ({names})")
     if not secrets.access_keys:
         print("warning: no access_keys: the deployment refuses every request until one is added", file=sys.stderr)
     if not args.dry_run:
         print("the functions re-read the secret within 5 minutes; no redeploy needed")
+
+
+# ------------------------------------------------------------ ccproxy access
+
+
+class _SecretsTarget:
+    """Where `ccproxy access` reads and writes the secrets document: the
+    local secrets file, or (with --secret-id or --stack) the AWS secret."""
+
+    def __init__(self, args: argparse.Namespace, env: Environment, config_path: Path) -> None:
+        self.region = args.region
+        self.secret_id: str | None = None
+        self.path: Path | None = None
+        if args.secret_id or args.stack:
+            self.secret_id = args.secret_id or _stack_output_or_stop(args.stack, "SecretId", args.region)
+        else:
+            self.path = Path(args.file) if args.file else env.secrets_file or config_path.parent / "secrets.json"
+
+    def __str__(self) -> str:
+        return f"the secret {self.secret_id}" if self.secret_id else str(self.path)
+
+    def read(self) -> dict[str, Any]:
+        """The document as stored (an absent file is an empty document)."""
+        import json
+
+        from .stores.secrets import SecretsError, parse_secrets
+
+        try:
+            if self.secret_id:
+                import boto3
+
+                client = boto3.client("secretsmanager", region_name=self.region)
+                text = client.get_secret_value(SecretId=self.secret_id).get("SecretString") or "{}"
+            else:
+                assert self.path is not None
+                text = self.path.read_text() if self.path.exists() else "{}"
+            data = json.loads(text) or {}
+            parse_secrets(data, str(self))  # its shape checked before anything is changed
+        except SecretsError as exc:
+            raise _Stop(str(exc)) from None
+        except ValueError:
+            raise _Stop(f"{self}: not valid JSON") from None
+        except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret
+            raise _Stop(f"cannot read {self} ({type(exc).__name__}: {exc})", 1) from None
+        data.setdefault("providers", {})
+        data.setdefault("access_keys", [])
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        import json
+        import os
+
+        document = json.dumps(data, indent=None if self.secret_id else 2)
+        if len(document.encode()) > SECRET_LIMIT:
+            raise _Stop(f"the secrets document would be {len(document.encode())} bytes; a secret holds {SECRET_LIMIT}")
+        if self.secret_id:
+            _put_secret(self.secret_id, document, self.region)
+            return
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(document + "\n")
+        os.replace(temporary, self.path)
+
+
+def _stack_output_or_stop(stack: str, key: str, region: str | None) -> str:
+    try:
+        found = _stack_output(stack, key, region)
+    except Exception as exc:  # boto3/botocore errors: credentials, region, missing stack
+        raise _Stop(f"cannot read stack {stack} ({type(exc).__name__}: {exc})", 1) from None
+    if not found:
+        raise _Stop(f"stack {stack} has no {key} output; give --secret-id")
+    return found
+
+
+def _access_context(args: argparse.Namespace) -> tuple[Environment, Path, Config | None, _SecretsTarget]:
+    env = Environment.read()
+    config_path = _config_path(args, env)
+    config = None
+    if config_path.exists():
+        config = _load_or_say_why(config_path)
+        if config is None:
+            raise _Stop("")  # stderr says why already
+    return env, config_path, config, _SecretsTarget(args, env, config_path)
+
+
+def _named_keys(data: dict[str, Any], where: str) -> list[Any]:
+    from .stores.secrets import parse_access_keys
+
+    try:
+        return parse_access_keys(data.get("access_keys") or [], where)
+    except ValueError as exc:
+        raise _Stop(str(exc)) from None
+
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+def access_add(args: argparse.Namespace) -> int:
+    """A new random key, printed once and added to the secrets."""
+    import datetime
+    import re
+    import secrets as random_source
+
+    from .stores.secrets import AccessKey
+
+    try:
+        if not re.fullmatch(NAME_PATTERN, args.name):
+            raise _Stop(f"a key's name is letters, digits, '.', '_' and '-' (at most 64): not {args.name!r}")
+        expires = None
+        if args.expires:
+            try:
+                expires = datetime.date.fromisoformat(args.expires)
+            except ValueError:
+                raise _Stop(f"--expires: not a date (YYYY-MM-DD): {args.expires!r}") from None
+        for flag in ("rpm", "tokens_per_day"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise _Stop(f"--{flag.replace('_', '-')} must be at least 1")
+        _, _, config, target = _access_context(args)
+        data = target.read()
+        existing = _named_keys(data, str(target)) + (config.resolved_access_keys() if config else [])
+        if any(k.name == args.name for k in existing):
+            raise _Stop(f"an access key named {args.name!r} exists already (revoke it first)")
+        key = AccessKey(
+            args.name,
+            "ccp-" + random_source.token_urlsafe(32),
+            tuple(_split(args.groups)) if args.groups else None,
+            tuple(_split(args.models)) if args.models else None,
+            args.rpm,
+            args.tokens_per_day,
+            expires,
+        )
+        data["access_keys"].append(key.document())
+        target.write(data)
+    except _Stop as stop:
+        if str(stop):
+            print(f"ccproxy: {stop}", file=sys.stderr)
+        return stop.code
+    print(key.key)
+    print(
+        f"ccproxy: added access key {key.name} ({key.fingerprint}) to {target}; "
+        "the key is shown only this once: keep it now",
+        file=sys.stderr,
+    )
+    if target.secret_id:
+        print("ccproxy: the functions re-read the secret within 5 minutes", file=sys.stderr)
+    return 0
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+def access_revoke(args: argparse.Namespace) -> int:
+    """Remove the key from the secrets and record its revocation in the
+    state store, which every process reads within a minute."""
+    from .access import revoke
+    from .stores.state import state_store_from_env
+
+    try:
+        env, config_path, config, target = _access_context(args)
+        data = target.read()
+        entries = data["access_keys"]
+        parsed = _named_keys(data, str(target))
+        found = [i for i, key in enumerate(parsed) if key.name == args.name]
+        in_config = [k for k in (config.resolved_access_keys() if config else []) if k.name == args.name]
+        if not found and not in_config:
+            raise _Stop(f"no access key named {args.name!r} in {target}", 1)
+        revoked = [parsed[i] for i in found] + in_config
+        if found:
+            # parse_access_keys drops empty entries: map back to the stored list.
+            kept = [e for e in entries if not (e and _entry_name(e) == args.name)]
+            data["access_keys"] = kept
+            target.write(data)
+        state = state_store_from_env(env=env)
+        try:
+            for key in revoked:
+                revoke(state, key)
+        finally:
+            state.close()
+    except _Stop as stop:
+        if str(stop):
+            print(f"ccproxy: {stop}", file=sys.stderr)
+        return stop.code
+    fingerprints = ", ".join(k.fingerprint for k in revoked)
+    print(f"revoked access key {args.name} ({fingerprints})" + (f": removed from {target}" if found else ""))
+    if in_config:
+        print(f"ccproxy: the key is also in {config_path}: remove it there too", file=sys.stderr)
+    print("every ccproxy sharing this state store refuses it within a minute")
+    return 0
+
+
+def _entry_name(entry: Any) -> str | None:
+    from .stores.secrets import parse_access_key
+
+    try:
+        return parse_access_key(entry, "entry").name
+    except ValueError:
+        return None
+
+
+def access_list(args: argparse.Namespace) -> int:
+    """Every access key: name, fingerprint, scope, limits, today's use, expiry."""
+    import time
+
+    from .access import revoked_counter, utc_day
+    from .stores.state import state_store_from_env
+
+    try:
+        env, _, config, target = _access_context(args)
+        keys = (config.resolved_access_keys() if config else []) + _named_keys(target.read(), str(target))
+    except _Stop as stop:
+        if str(stop):
+            print(f"ccproxy: {stop}", file=sys.stderr)
+        return stop.code
+    now = time.time()
+    today = utc_day(now)
+    state = state_store_from_env(env=env)
+    try:
+        used: dict[str, list[int]] = {}
+        for usage in state.usage(today.isoformat()):
+            parts = usage.entry.split("#", 2)
+            if len(parts) == 3 and parts[0] == "access":
+                counts = used.setdefault(parts[1], [0, 0])
+                counts[0] += usage.requests
+                counts[1] += usage.input_tokens + usage.output_tokens
+        revoked = {k.name for k in keys if state.read_amount(revoked_counter(k), now) > 0}
+    finally:
+        state.close()
+    rows = [("NAME", "KEY", "GROUPS", "MODELS", "RPM", "TOKENS/DAY", f"REQUESTS {today}", "TOKENS", "EXPIRES")]
+    for key in keys:
+        requests, tokens = used.get(key.name, [0, 0])
+        expires = key.expires.isoformat() if key.expires else "never"
+        if key.name in revoked:
+            expires += " (revoked)"
+        elif key.expired(today):
+            expires += " (expired)"
+        rows.append(
+            (
+                key.name,
+                key.fingerprint,
+                ",".join(key.groups) if key.groups is not None else "*",
+                ",".join(key.models) if key.models is not None else "*",
+                str(key.rpm) if key.rpm else "-",
+                str(key.tokens_per_day) if key.tokens_per_day else "-",
+                str(requests),
+                str(tokens),
+                expires,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if len(rows) == 1:
+        print(f"no access keys (in the config or {target})", file=sys.stderr)
+    return 0
+
+
+def _add_access_parser(commands: Any) -> None:
+    def where(parser: argparse.ArgumentParser, suppress: bool) -> None:
+        default: Any = argparse.SUPPRESS if suppress else None
+        parser.add_argument(
+            "--config", default=default, help="config file (default: $CCPROXY_CONFIG, then ./ccproxy.yaml)"
+        )
+        parser.add_argument(
+            "--file",
+            default=default,
+            help="the local secrets file (default: $CCPROXY_SECRETS_FILE, then secrets.json beside the config)",
+        )
+        parser.add_argument("--secret-id", default=default, help="use this AWS Secrets Manager secret instead")
+        parser.add_argument("--stack", default=default, help="use the secret named by this stack's SecretId output")
+        parser.add_argument("--region", default=default, help="AWS region (default: boto3's, e.g. $AWS_REGION)")
+
+    access_parser = commands.add_parser(
+        "access", help="list, add and revoke named access keys (scope, limits, today's use)"
+    )
+    where(access_parser, False)
+    access_parser.set_defaults(run=access_list, log_level="warning")
+    actions = access_parser.add_subparsers(dest="access_action")
+    add_parser = actions.add_parser("add", help="make a new key, print it once and add it to the secrets")
+    add_parser.add_argument("name")
+    add_parser.add_argument("--groups", nargs="+", help="the groups it may use (default: all)")
+    add_parser.add_argument("--models", nargs="+", help="model name globs it may use, e.g. 'claude-*' (default: all)")
+    add_parser.add_argument("--rpm", type=int, help="requests per minute, at most")
+    add_parser.add_argument("--tokens-per-day", type=int, help="input + output tokens per UTC day, at most")
+    add_parser.add_argument("--expires", help="the last day it is valid, YYYY-MM-DD (UTC)")
+    where(add_parser, True)
+    add_parser.set_defaults(run=access_add, log_level="warning")
+    revoke_parser = actions.add_parser("revoke", help="remove a key and refuse it everywhere within a minute")
+    revoke_parser.add_argument("name")
+    where(revoke_parser, True)
+    revoke_parser.set_defaults(run=access_revoke, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     push_parser.add_argument("--region", help="AWS region (default: boto3's, e.g. $AWS_REGION)")
     push_parser.add_argument("--dry-run", action="store_true", help="check and summarize the file; write nothing")
     push_parser.set_defaults(run=keys_push, log_level="warning")
+    _add_access_parser(commands)
     from .logview import add_parser as add_logs_parser
 
     add_logs_parser(commands)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .environment import Environment
 from .protocols import ProtocolName
+from .stores.secrets import AccessKey, parse_access_keys
 
 ToolMode = Literal["native", "compat"]
 GroupToolMode = Literal["auto", "native", "compat"]
@@ -157,7 +158,9 @@ class Config(_Strict):
     providers: dict[str, Provider] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
     active_group: str = "default"
-    access_keys: list[str] = Field(default_factory=list)
+    # Plain keys (strings, `env:NAME` allowed) or named keys with a scope and
+    # limits (stores.secrets.AccessKey's fields; `key` may be `env:NAME`).
+    access_keys: list[str | dict[str, Any]] = Field(default_factory=list)
     # How many more pool entries a request may try after the first fails
     # before its first byte, and how long all the tries together may take.
     retries: int = Field(default=2, ge=0, le=20)
@@ -168,6 +171,29 @@ class Config(_Strict):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     limits: Limits = Field(default_factory=Limits)
     conversations: Conversations = Field(default_factory=Conversations)
+
+    @field_validator("access_keys")
+    @classmethod
+    def _access_keys_shape(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        parse_access_keys(value, "access_keys")
+        return value
+
+    def resolved_access_keys(self) -> list[AccessKey]:
+        """The access keys with `env:` references read (those unset left out)."""
+        found = []
+        for entry in parse_access_keys(self.access_keys, "access_keys"):
+            key = resolve_secret(entry.key)
+            if not key:
+                continue
+            if not entry.named:
+                found.append(AccessKey.plain(key))
+            else:
+                found.append(
+                    AccessKey(
+                        entry.name, key, entry.groups, entry.models, entry.rpm, entry.tokens_per_day, entry.expires
+                    )
+                )
+        return found
 
     def check_references(self) -> None:
         """Cross-references pydantic cannot see: targets name real providers,

@@ -71,6 +71,7 @@ class Exchange:
         self.stream = False
         self.target: dict[str, str] | None = None
         self.key_fingerprint: str | None = None
+        self.access_key: str | None = None  # the client's access key, by name
         self.compat = False
         self.passthrough = False
         self.attempts: list[dict[str, Any]] = []
@@ -153,6 +154,7 @@ class Exchange:
             "target": self.target,
             "upstream_model": self.upstream_model,
             "key_fingerprint": self.key_fingerprint,
+            "access_key": self.access_key,
             "compat": self.compat,
             "passthrough": self.passthrough,
             "attempts": self.attempts,
@@ -200,6 +202,9 @@ class Recording(Observer):
         self.exchange = exchange
         self.secrets = secrets
         self.write = write
+
+    def identified(self, access_key: str) -> None:
+        self.exchange.access_key = access_key
 
     def client_request(self, body: bytes) -> None:
         self.exchange.client_request.add(body)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from .config import Config, Provider, resolve_secret
 from .errors import ProxyError
-from .stores.secrets import SecretStore
+from .stores.secrets import AccessKey, SecretStore, fingerprint
 
-
-def fingerprint(key: str) -> str:
-    """A short, stable name for a key that reveals nothing of it."""
-    return "k-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+__all__ = ["AccessKey", "KeyRing", "fingerprint", "identify", "matches", "scrub"]
 
 
 class KeyRing:
@@ -41,8 +37,9 @@ class KeyRing:
             )
         return [None]
 
-    def access_keys(self) -> list[str]:
-        keys = [k for k in (resolve_secret(ref) for ref in self._config.access_keys) if k]
+    def access_keys(self) -> list[AccessKey]:
+        """The config's access keys, then the secrets'."""
+        keys = self._config.resolved_access_keys()
         keys.extend(self._secrets.get().access_keys)
         return keys
 
@@ -54,11 +51,11 @@ class KeyRing:
         keys = self.access_keys()
         if not keys:
             return open_when_empty
-        return matches(presented, keys)
+        return identify(presented, keys) is not None
 
     def secrets(self) -> list[str]:
         """Every key this ring knows, for scrubbing records and logs."""
-        found = set(self.access_keys())
+        found = {k.key for k in self.access_keys()}
         for provider_id in self._config.providers:
             try:
                 found.update(k for k in self.provider_keys(provider_id) if k)
@@ -77,6 +74,19 @@ def matches(presented: str | None, keys: list[str]) -> bool:
     for key in keys:
         matched |= hmac.compare_digest(given, key.encode())
     return matched
+
+
+def identify(presented: str | None, keys: list[AccessKey]) -> AccessKey | None:
+    """Which of `keys` was presented (None: none), comparing against every
+    key in constant time, whether or not one matches."""
+    if not presented:
+        return None
+    given = presented.encode()
+    found: AccessKey | None = None
+    for key in keys:
+        if hmac.compare_digest(given, key.key.encode()) and found is None:
+            found = key
+    return found
 
 
 REDACTED = "[redacted]"

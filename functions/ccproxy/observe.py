@@ -23,6 +23,9 @@ class Observer:
     """One request's listener. Every method is a no-op here; an observer
     overrides those it cares about."""
 
+    def identified(self, access_key: str) -> None:
+        """The name of the access key the client presented (never the key)."""
+
     def client_request(self, body: bytes) -> None:
         """The client's request body as it arrived."""
 
@@ -65,6 +68,10 @@ class Observers(Observer):
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self.observers = tuple(observers)
+
+    def identified(self, access_key: str) -> None:
+        for observer in self.observers:
+            observer.identified(access_key)
 
     def client_request(self, body: bytes) -> None:
         for observer in self.observers:

@@ -14,12 +14,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 from pydantic import ValidationError
 
 from . import routing
+from .access import REVOCATION_VIEW_SECONDS, AccessControl
 from .compat import CompatStream, parse_response, rewrite_request
 from .config import Config, Provider, Target
 from .conversations import Conversations
 from .errors import ProxyError
 from .jsonutil import dumpb, loads
-from .keys import KeyRing, fingerprint, scrub
+from .keys import AccessKey, KeyRing, fingerprint, scrub
 from .media import prepare_media
 from .observe import NOBODY, Observer
 from .pipeline import UNREADABLE, CheckedDecoder, LastPiece, Relay, convert_stream, relay_stream, upstream_decoded
@@ -56,6 +57,8 @@ class Call:
     # and the target that answered (or was tried last).
     alias: str | None = None
     target: str | None = None
+    # The access key the client presented (None where none is needed).
+    access_key: AccessKey | None = None
 
 
 @dataclass(slots=True)
@@ -98,11 +101,14 @@ class Proxy:
         keys: KeyRing,
         http: UpstreamClient | None = None,
         state: StateStore | None = None,
+        *,
+        revocation_view_seconds: float = REVOCATION_VIEW_SECONDS,
     ) -> None:
         self.config = config
         self.keys = keys
         self.http = http or UpstreamClient()
         self.rotation = Rotation(keys, state or MemoryStateStore())
+        self.access = AccessControl(self.rotation.state, revocation_view_seconds=revocation_view_seconds)
         self.conversations = Conversations(lambda: self.rotation.state, config.conversations.keep_days * 86400)
         self._turns: dict[str, int] = {}  # count_tokens and embeddings only
 
@@ -119,6 +125,8 @@ class Proxy:
         if operation == "compact":
             return await self.compact(call)
         names = routing.listed_models(routing.group_named(self.config, call.group))
+        if call.access_key is not None:  # models outside the key's scope are not shown
+            names = [name for name in names if call.access_key.allows_model(name)]
         if operation == "list_models":
             return Answer(json=call.codec.encode_model_list(names))
         if operation == "get_model":
@@ -137,6 +145,7 @@ class Proxy:
         (failover happens only before the client has seen a byte)."""
         client = call.codec
         request = _decoded(lambda: client.decode_request(call.body, call.ctx))
+        AccessControl.check_model(call.access_key, request.model)
         added = await self.conversations.resume(request)
         resolution = routing.resolve(self.config, call.group, request.model)
         call.alias = resolution.alias
@@ -189,17 +198,24 @@ class Proxy:
         key = keys[turn % len(keys)]
         return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key)
 
-    def _count_usage(self, attempt: Attempt, usage: Callable[[], Usage]) -> Callable[[], Awaitable[None]]:
-        """The key's usage counters, once the answer is complete."""
+    def _count_usage(
+        self, call: Call, model: str, attempt: Attempt, usage: Callable[[], Usage]
+    ) -> Callable[[], Awaitable[None]]:
+        """The provider key's usage counters and the access key's, once the
+        answer is complete."""
 
         async def count() -> None:
-            if attempt.entry is None:
-                return
             used = usage()
-            try:
-                await self.rotation.used(attempt.entry, used.input_tokens, used.output_tokens)
-            except Exception:  # counters must never fail a request that succeeded
-                log.exception("could not record usage for %s", attempt.entry.name)
+            if attempt.entry is not None:
+                try:
+                    await self.rotation.used(attempt.entry, used.input_tokens, used.output_tokens)
+                except Exception:  # counters must never fail a request that succeeded
+                    log.exception("could not record usage for %s", attempt.entry.name)
+            if call.access_key is not None:
+                try:
+                    await self.access.used(call.access_key, model, used.input_tokens or 0, used.output_tokens or 0)
+                except Exception:
+                    log.exception("could not record usage for access key %s", call.access_key.name)
 
         return count
 
@@ -274,7 +290,9 @@ class Proxy:
         out = dumpb(answer)
         observer.client_chunk(out)
         observer.answered(decoded, None, latency_ms)
-        return Answer(raw=out, headers=headers, after=[self._count_usage(attempt, lambda: decoded.usage)])
+        return Answer(
+            raw=out, headers=headers, after=[self._count_usage(call, request.model, attempt, lambda: decoded.usage)]
+        )
 
     def _stream_answer(
         self,
@@ -326,7 +344,7 @@ class Proxy:
             stream=_delivered(stream, reply, observer, accumulator, latency_ms, keep if request.store else None),
             media_type=call.codec.stream_media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers},
-            after=[self._count_usage(attempt, lambda: accumulator.response.usage)],
+            after=[self._count_usage(call, request.model, attempt, lambda: accumulator.response.usage)],
         )
 
     def _stream_decoder(self, upstream: UpstreamCodec) -> StreamDecoder:
@@ -396,6 +414,7 @@ class Proxy:
         summary the target model writes, which the client's codec carries."""
         client = call.codec
         request = _decoded(lambda: client.decode_compact_request(call.body, call.ctx))
+        AccessControl.check_model(call.access_key, request.model)
         await self.conversations.resume(request)
         resolution = routing.resolve(self.config, call.group, request.model)
         attempt = self._attempt(resolution.targets[0])
@@ -436,6 +455,7 @@ class Proxy:
     async def count_tokens(self, call: Call) -> Answer:
         client = call.codec
         request = _decoded(lambda: client.decode_count_request(call.body, call.ctx))
+        AccessControl.check_model(call.access_key, request.model)
         attempt = self._first_target(call, request.model)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.count_path(model)
@@ -459,6 +479,7 @@ class Proxy:
     async def embed(self, call: Call) -> Answer:
         client = call.codec
         request = _decoded(lambda: client.decode_embed_request(call.body, call.ctx))
+        AccessControl.check_model(call.access_key, request.model)
         attempt = self._first_target(call, request.model)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.embed_path(model)

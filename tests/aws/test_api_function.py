@@ -156,7 +156,9 @@ def test_state_goes_to_the_dynamodb_table(deployment, upstreams):
     items = deployment.moto.client("dynamodb").scan(TableName=deployment.table)["Items"]
     # A pool of one key needs no turn counter; usage is counted per key.
     usage = {item["entry"]["S"] for item in items if item["pk"]["S"].startswith("usage#")}
-    assert {e.split("#")[0] for e in usage} == {"up-claude", "up-gemini"}, items
+    # Provider keys' usage, and the access key's (by its name, per model).
+    assert {e.split("#")[0] for e in usage if not e.startswith("access#")} == {"up-claude", "up-gemini"}, items
+    assert {e for e in usage if e.startswith("access#")}, items
 
 
 def test_exchange_records_land_where_the_glue_table_reads_them(deployment, upstreams):

@@ -69,6 +69,26 @@ class StateStore(ABC):
         """Every entry's counts for `day`, sorted by entry."""
 
     @abstractmethod
+    def add_amount(self, counter: str, amount: int, expires_at: float) -> int:
+        """Atomically add `amount` to `counter` and return its value after
+        the add, across all processes sharing the store. A counter whose
+        `expires_at` (epoch seconds) has passed starts again from zero (and
+        takes the new `expires_at`); otherwise its expiry stays as it was.
+        Counters are named by the caller (an access key's name, never a
+        key)."""
+
+    @abstractmethod
+    def read_amount(self, counter: str, now: float) -> int:
+        """The counter's value, 0 when it is unknown or expired at `now`."""
+
+    def count_window(self, counter: str, window_end: float) -> int:
+        """Count one more in the window of `counter` ending at `window_end`
+        (epoch seconds) and return the count so far, this one included: a
+        per-minute request count, say. Each window is a counter of its own
+        that expires with the window."""
+        return self.add_amount(f"{counter}@{int(window_end)}", 1, window_end)
+
+    @abstractmethod
     def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
         """Keep `data` (an opaque document, up to tens of MB) under
         `conversation_id` until `expires_at` (epoch seconds); a second put

@@ -108,6 +108,7 @@ class DynamoStateStore(StateStore):
       turn#<pool>            n                                   round-robin counter
       cool#<entry>           entry, until, reason, expires_at    cooldown
       usage#<day>#<entry>    entry, day, requests, input_tokens, output_tokens, expires_at
+      amount#<counter>       n, until, expires_at                a counter (add_amount)
       conv#<id>              gen, chunks, size, stored, until, expires_at[, data]   conversation head
       conv#<id>#<gen>#<n>    gen, n, data, expires_at            chunk n of the put `gen`
 
@@ -230,6 +231,55 @@ class DynamoStateStore(StateStore):
                 ":output": _n(int(output_tokens)),
             },
         )
+
+    def add_amount(self, counter: str, amount: int, expires_at: float) -> int:
+        key = {"pk": {"S": f"amount#{counter}"}}
+        names = {"#until": "until"}
+        for _ in range(8):
+            now = time.time()
+            values = {
+                ":amount": _n(int(amount)),
+                ":until": _n(float(expires_at)),
+                ":expires": _n(math.ceil(expires_at) + COOLDOWN_TTL_SLACK),
+                ":now": _n(now),
+            }
+            try:
+                reply = self._client.update_item(
+                    TableName=self.table_name,
+                    Key=key,
+                    UpdateExpression=(
+                        "ADD n :amount SET #until = if_not_exists(#until, :until), "
+                        "expires_at = if_not_exists(expires_at, :expires)"
+                    ),
+                    ConditionExpression="attribute_not_exists(#until) OR #until > :now",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="UPDATED_NEW",
+                )
+                return int(reply["Attributes"]["n"]["N"])
+            except self._client.exceptions.ConditionalCheckFailedException:
+                pass  # expired: it starts again, unless another process restarted it first
+            try:
+                self._client.put_item(
+                    TableName=self.table_name,
+                    Item={**key, "n": values[":amount"], "until": values[":until"], "expires_at": values[":expires"]},
+                    ConditionExpression="#until <= :now",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={":now": values[":now"]},
+                )
+                return int(amount)
+            except self._client.exceptions.ConditionalCheckFailedException:
+                continue
+        raise RuntimeError(f"counter {counter}: kept changing under each add")
+
+    def read_amount(self, counter: str, now: float) -> int:
+        reply = self._client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": f"amount#{counter}"}}, ConsistentRead=True
+        )
+        item = reply.get("Item")
+        if not item or float(item.get("until", {}).get("N", "0")) <= now:
+            return 0
+        return int(item.get("n", {}).get("N", "0"))
 
     def usage(self, day: str) -> list[KeyUsage]:
         items = self._scan(f"usage#{day}#")

@@ -14,6 +14,8 @@ from .base import Cooldown, KeyUsage, StateStore
 # either, the expired go first, then the least recently put.
 MAX_CONVERSATIONS = 4096
 MAX_CONVERSATION_BYTES = 256 * 1024 * 1024
+# Counters kept before the expired ones are dropped.
+MAX_AMOUNTS = 4096
 
 
 class MemoryStateStore(StateStore):
@@ -36,6 +38,7 @@ class MemoryStateStore(StateStore):
         self._turns: dict[str, int] = {}
         self._cool: dict[str, Cooldown] = {}
         self._usage: dict[tuple[str, str], KeyUsage] = {}
+        self._amounts: dict[str, tuple[int, float]] = {}  # counter -> (value, expires_at)
         # id -> (data, expires_at), oldest put first.
         self._conversations: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._conversation_bytes = 0
@@ -80,6 +83,24 @@ class MemoryStateStore(StateStore):
     def usage(self, day: str) -> list[KeyUsage]:
         with self._lock:
             return sorted((u for (d, _), u in self._usage.items() if d == day), key=lambda u: u.entry)
+
+    def add_amount(self, counter: str, amount: int, expires_at: float) -> int:
+        now = self._clock()
+        with self._lock:
+            value, until = self._amounts.get(counter, (0, 0.0))
+            if until <= now:
+                value, until = 0, float(expires_at)
+            value += int(amount)
+            self._amounts[counter] = (value, until)
+            if len(self._amounts) > MAX_AMOUNTS:
+                for name in [c for c, (_, e) in self._amounts.items() if e <= now]:
+                    del self._amounts[name]
+            return value
+
+    def read_amount(self, counter: str, now: float) -> int:
+        with self._lock:
+            value, until = self._amounts.get(counter, (0, 0.0))
+        return value if until > now else 0
 
     def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
         data = bytes(data)  # the caller's buffer may change afterwards

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS usage (
     output_tokens INTEGER NOT NULL,
     PRIMARY KEY (day, entry)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS amounts (
+    counter TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at);
 """
@@ -50,6 +55,8 @@ USAGE_BATCH_SECONDS = 0.5
 # Expired conversations deleted by each put, at most: enough to keep up with
 # the puts, few enough that a put never pays for a backlog of large rows.
 PURGE_PER_PUT = 16
+# Expired counters (add_amount) are deleted once every this many adds.
+PRUNE_AMOUNTS_EVERY = 512
 
 log = logging.getLogger("ccproxy")
 
@@ -156,6 +163,9 @@ class SqliteStateStore(StateStore):
         self._cools_owed: dict[str, Cooldown] = {}
         self._usage_owed: dict[tuple[str, str], tuple[int, int, int]] = {}
         self._last_turn: dict[str, int] = {}
+        # What this process last knew of each counter (see add_amount).
+        self._amounts_seen: dict[str, tuple[int, float]] = {}
+        self._amount_adds = 0
         self._worker: threading.Thread | None = None
         self._closed = False
         self._settling = 0  # callers waiting for everything owed to land: no batching meanwhile
@@ -289,6 +299,55 @@ class SqliteStateStore(StateStore):
             return
         with self._transaction(db, lock):
             self._put_usage(db, day, entry, counts)
+
+    def add_amount(self, counter: str, amount: int, expires_at: float) -> int:
+        """On the event loop with the write lock taken for longer than
+        `loop_busy_ms`, the add is counted in this process only (from what
+        it last saw of the counter) and not written: a limit then holds per
+        process for that moment rather than stalling every request."""
+        now = time.time()
+        db, lock, on_loop = self._connection()
+        try:
+            with self._transaction(db, lock):
+                value = self._add_amount(db, counter, int(amount), float(expires_at), now)
+                self._amount_adds += 1
+                if self._amount_adds % PRUNE_AMOUNTS_EVERY == 0:
+                    db.execute("DELETE FROM amounts WHERE expires_at <= ?", (now,))
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            seen, until = self._amounts_seen.get(counter, (0, 0.0))
+            value = (seen if until > now else 0) + int(amount)
+        if len(self._amounts_seen) > 4096:
+            self._amounts_seen.clear()
+        self._amounts_seen[counter] = (value, float(expires_at))
+        return value
+
+    @staticmethod
+    def _add_amount(db: sqlite3.Connection, counter: str, amount: int, expires_at: float, now: float) -> int:
+        db.execute(
+            "INSERT INTO amounts (counter, n, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (counter) DO UPDATE SET "
+            "n = CASE WHEN amounts.expires_at <= ? THEN excluded.n ELSE amounts.n + excluded.n END, "
+            "expires_at = CASE WHEN amounts.expires_at <= ? THEN excluded.expires_at "
+            "ELSE amounts.expires_at END",
+            (counter, amount, expires_at, now, now),
+        )
+        return int(db.execute("SELECT n FROM amounts WHERE counter = ?", (counter,)).fetchall()[0][0])
+
+    def read_amount(self, counter: str, now: float) -> int:
+        db, lock, on_loop = self._connection()
+        try:
+            with lock:
+                rows = db.execute(
+                    "SELECT n FROM amounts WHERE counter = ? AND expires_at > ?", (counter, float(now))
+                ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            seen, until = self._amounts_seen.get(counter, (0, 0.0))
+            return seen if until > now else 0
+        return int(rows[0][0]) if rows else 0
 
     def cooling(self, entries: Sequence[str], now: float) -> dict[str, Cooldown]:
         wanted = list(dict.fromkeys(entries))
