@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import subprocess
+import time
 
 import yaml
 from ccproxy.access import revoked_counter, usage_entry
@@ -69,3 +70,51 @@ def test_access_add_list_revoke_round_trip(tmp_path):
     for result in (added, again, listed, revoked, missing):
         assert PLAIN not in result.stdout + result.stderr and "sk-e2e" not in result.stdout + result.stderr
     assert key not in listed.stdout + listed.stderr + revoked.stdout + revoked.stderr
+
+
+def test_a_key_revoked_with_the_cli_is_refused_by_every_serving_process(tmp_path):
+    """Two `ccproxy serve` processes share the secrets file and the state
+    file, as a machine's workers do; `ccproxy access revoke` in a third
+    process, and neither serves the key any more."""
+    import httpx
+
+    from tests.fakes import UPSTREAM_MODELS, FakeUpstream
+    from tests.support.server import BackgroundServer, start_ccproxy
+
+    fake = FakeUpstream("openai", key="sk-e2e-0123456789")
+    upstream = BackgroundServer(fake.app).start()
+    config = {
+        "providers": {"up": {"protocol": "openai", "base_url": upstream.url + "/v1"}},
+        "groups": {"default": {"models": {"*": [f"up/{UPSTREAM_MODELS['openai']}"]}}},
+    }
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "secrets.json").write_text(json.dumps({"providers": {"up": ["sk-e2e-0123456789"]},
+                                                       "access_keys": [PLAIN]}))
+    added = run(["access", "add", "teammate"], tmp_path)
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCPROXY_")}
+    env["CCPROXY_STATE"] = str(tmp_path / "state.db")
+    servers = [start_ccproxy(tmp_path / "ccproxy.yaml", env, tmp_path, "--quiet") for _ in range(2)]
+    try:
+        def ask(url: str) -> int:
+            body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+            return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"},
+                              timeout=30).status_code
+
+        assert [ask(url) for _, url in servers] == [200, 200]
+        revoked = run(["access", "revoke", "teammate"], tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+        # Within a minute everywhere: poll, as a client retrying would.
+        deadline = time.monotonic() + 60
+        statuses = [ask(url) for _, url in servers]
+        while statuses != [401, 401] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            statuses = [ask(url) for _, url in servers]
+        assert statuses == [401, 401]
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(timeout=10)
+        upstream.stop()
+    assert fake.violations == []
