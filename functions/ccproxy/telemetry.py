@@ -78,6 +78,7 @@ def record(
     upstream_latency_ms: float | None = None,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
+    access_key: str | None = None,
 ) -> None:
     """Emit one request's metrics as a single EMF line, flushed at once.
 
@@ -95,6 +96,9 @@ def record(
         metrics.add_dimension(name="provider", value=str(provider or "unknown"))
         metrics.add_dimension(name="model", value=str(model or "unknown"))
         metrics.add_metadata(key="client_protocol", value=str(client_protocol))
+        if access_key:
+            # Metadata, not a dimension: one metric series per key would be costly.
+            metrics.add_metadata(key="access_key", value=str(access_key))
         metrics.add_metadata(key="status", value=int(status))
         metrics.add_metric(name="Requests", unit="Count", value=1)
         metrics.add_metric(name="Errors", unit="Count", value=1 if status >= 400 else 0)
@@ -115,6 +119,7 @@ class Metrics(Observer):
 
     def __init__(self, client_protocol: str) -> None:
         self.client_protocol = client_protocol
+        self.access_key: str | None = None  # its name
         self.target: tuple[str, str] | None = None
         self.latency_ms: float | None = None
         self.usage: tuple[int | None, int | None] | None = None
@@ -124,8 +129,17 @@ class Metrics(Observer):
     ) -> None:
         self.target = (provider, model)
 
+    def identified(self, access_key: str) -> None:
+        self.access_key = access_key
+
     def attempt_failed(self, provider: str, model: str, key_fingerprint: str, error: ProxyError) -> None:
-        record(provider=provider, model=model, client_protocol=self.client_protocol, status=error.status)
+        record(
+            provider=provider,
+            model=model,
+            client_protocol=self.client_protocol,
+            status=error.status,
+            access_key=self.access_key,
+        )
 
     def answered(self, response: Response, error: ProxyError | None, upstream_latency_ms: float) -> None:
         self.latency_ms = upstream_latency_ms
@@ -142,6 +156,7 @@ class Metrics(Observer):
             upstream_latency_ms=self.latency_ms,
             input_tokens=self.usage[0],
             output_tokens=self.usage[1],
+            access_key=self.access_key,
         )
 
 

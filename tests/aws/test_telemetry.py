@@ -150,3 +150,23 @@ def test_importing_the_handler_is_cheap(deployment, record_property):
     print(f"handler import: {took_plain:.3f}s; as on Lambda (boto3 clients, JSON logger): {took_lambda:.3f}s")
     # Generous bounds for slow CI machines; here it is about 0.3 s and 0.5 s.
     assert took_plain < 2.0 and took_lambda < 3.0
+
+
+def test_the_metrics_observer_names_the_access_key_never_the_key(off_lambda, capsys):
+    """The key's name rides as metadata on every metric line of its requests."""
+    import asyncio
+
+    from ccproxy.errors import ProxyError
+    from ccproxy.unified import Response, Usage
+
+    off_lambda.setenv("CCPROXY_METRICS", "1")
+    metrics = telemetry.Metrics("claude")
+    metrics.identified("laptop")
+    metrics.attempt_started("openai", "gpt-4.1", "openai", "fp", False, False)
+    metrics.attempt_failed("openai", "gpt-4.1", "fp", ProxyError(429, "slow down"))
+    metrics.answered(Response(usage=Usage(input_tokens=3, output_tokens=2)), None, 12.0)
+    asyncio.run(metrics.finish(200))
+    lines = emf_lines(capsys.readouterr().out)
+    assert [line["status"] for line in lines] == [429, 200]
+    assert all(line["access_key"] == "laptop" for line in lines)
+    assert all("provider" in d for line in lines for d in line["_aws"]["CloudWatchMetrics"][0]["Dimensions"])
