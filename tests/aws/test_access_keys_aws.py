@@ -103,3 +103,47 @@ def test_access_add_list_revoke_against_the_secret_and_the_table(tmp_path, secre
 
     missing = run(["access", "revoke", "ci", *where], tmp_path, moto_server, CCPROXY_TABLE=table)
     assert missing.returncode == 1 and "no access key named 'ci'" in missing.stderr
+
+
+def test_two_serving_processes_on_one_table_hold_a_keys_rpm_together(moto_server: MotoServer, tmp_path):  # noqa: F811
+    """Two `ccproxy serve` processes (as two Lambda instances) on one
+    DynamoDB table: a 2-requests-per-minute key gets its third request
+    refused, whichever process it reaches."""
+    import time
+
+    import httpx
+
+    from tests.fakes import UPSTREAM_MODELS, FakeUpstream
+    from tests.support.server import BackgroundServer, start_ccproxy
+
+    table = moto_server.create_state_table()
+    fake = FakeUpstream("openai", key="sk-aws-provider-0123456789")
+    upstream = BackgroundServer(fake.app).start()
+    key = "ccp-aws-two-processes-0123456789"
+    config = {
+        "providers": {"up": {"protocol": "openai", "base_url": upstream.url + "/v1", "keys": ["sk-aws-provider-0123456789"]}},
+        "groups": {"default": {"models": {"*": [f"up/{UPSTREAM_MODELS['openai']}"]}}},
+        "access_keys": [{"name": "shared", "key": key, "rpm": 2}],
+    }
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCPROXY_")}
+    env["CCPROXY_TABLE"] = table
+    servers = [start_ccproxy(tmp_path / "ccproxy.yaml", env, tmp_path, "--quiet") for _ in range(2)]
+    try:
+        def ask(url: str) -> httpx.Response:
+            body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+            return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"},
+                              timeout=30)
+
+        if time.time() % 60 > 50:  # all three inside one minute window
+            time.sleep(61 - time.time() % 60)
+        (a, a_url), (b, b_url) = servers
+        answers = [ask(a_url), ask(b_url), ask(a_url)]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        assert 1 <= int(answers[2].headers["retry-after"]) <= 60
+        assert len(fake.requests) == 2, "the refused request reached the upstream"
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(timeout=10)
+        upstream.stop()
