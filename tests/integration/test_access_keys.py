@@ -133,6 +133,10 @@ def test_a_key_limited_to_one_group_is_refused_on_another_in_every_protocol(prox
         ollama.Client(host=other, headers={"Authorization": f"Bearer {key}"}).chat(model="llama3", messages=QUESTION)
     assert failed.value.status_code == 403 and "'other'" in failed.value.error
 
+    with pytest.raises(openai.PermissionDeniedError) as responses_refused:
+        openai_client(other, key).responses.create(model="gpt-x", input="hello")
+    assert responses_refused.value.status_code == 403 and "'other'" in responses_refused.value.message
+
     assert fake.requests == []  # refused before any upstream was called
     # Its own group serves it.
     answer = openai_client(url, key).chat.completions.create(model="gpt-x", messages=QUESTION)
