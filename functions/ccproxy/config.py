@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .environment import Environment
 from .protocols import ProtocolName
@@ -172,6 +172,10 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     conversations: Conversations = Field(default_factory=Conversations)
 
+    # The access keys as parsed, and as last built from their resolved values.
+    _parsed_access_keys: list[AccessKey] | None = PrivateAttr(default=None)
+    _resolved_access_keys: tuple[tuple[str | None, ...], tuple[AccessKey, ...]] | None = PrivateAttr(default=None)
+
     @field_validator("access_keys")
     @classmethod
     def _access_keys_shape(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
@@ -179,10 +183,23 @@ class Config(_Strict):
         return value
 
     def resolved_access_keys(self) -> list[AccessKey]:
-        """The access keys with `env:` references read (those unset left out)."""
+        """The access keys with `env:` references read (those unset left out).
+        Every request asks: the entries are parsed once, and the keys built
+        again only when a referenced variable changed."""
+        entries = self._parsed_access_keys
+        if entries is None:
+            entries = self._parsed_access_keys = parse_access_keys(self.access_keys, "access_keys")
+        resolved = tuple(resolve_secret(entry.key) for entry in entries)
+        if self._resolved_access_keys is not None and self._resolved_access_keys[0] == resolved:
+            return list(self._resolved_access_keys[1])
+        found = self._build_access_keys(entries, resolved)
+        self._resolved_access_keys = (resolved, tuple(found))
+        return found
+
+    @staticmethod
+    def _build_access_keys(entries: list[AccessKey], resolved: tuple[str | None, ...]) -> list[AccessKey]:
         found = []
-        for entry in parse_access_keys(self.access_keys, "access_keys"):
-            key = resolve_secret(entry.key)
+        for entry, key in zip(entries, resolved):
             if not key:
                 continue
             if not entry.named:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import functools
 import hashlib
 import json
 import time
@@ -27,8 +28,10 @@ class SecretsError(Exception):
     """The secrets document cannot be read or has the wrong shape."""
 
 
+@functools.lru_cache(maxsize=1024)
 def fingerprint(key: str) -> str:
-    """A short, stable name for a key that reveals nothing of it."""
+    """A short, stable name for a key that reveals nothing of it (computed
+    once per key: every request names its access key by it)."""
     return "k-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
