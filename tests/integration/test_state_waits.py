@@ -153,6 +153,35 @@ def test_close_lands_what_is_owed(tmp_path: Path) -> None:
         again.close()
 
 
+def test_counter_adds_on_the_loop_under_the_lock_are_owed_and_land(tmp_path: Path) -> None:
+    """An access key's counter (rpm, tokens per day) added while another
+    process holds the lock is counted here at once and written afterwards:
+    the shared count misses nothing."""
+    path = tmp_path / "state.db"
+    store = SqliteStateStore(path)
+    other = SqliteStateStore(path)  # another process's view of the file
+    minute_end = time.time() + 60  # counters expire on the wall clock
+    try:
+        assert store.add_amount("rpm#k", 1, minute_end) == 1  # seen before the lock
+
+        async def under_the_lock() -> list[int]:
+            return [store.add_amount("rpm#k", 1, minute_end) for _ in range(3)]
+
+        with LockHolder(path, 0.3) as holder:
+            started = time.perf_counter()
+            assert asyncio.run(under_the_lock()) == [2, 3, 4]
+            assert time.perf_counter() - started < 0.3, "the loop waited for the lock"
+            assert not holder.released.is_set()
+        deadline = time.monotonic() + 5
+        while other.read_amount("rpm#k", time.time()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert other.read_amount("rpm#k", time.time()) == 4
+        assert not store._owes()
+    finally:
+        store.close()
+        other.close()
+
+
 def test_cooldowns_on_the_loop_under_the_lock_include_owed_ones(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SqliteStateStore(path)

@@ -68,6 +68,7 @@ class _OwedBatch:
     turns: dict[str, int]
     cools: dict[str, Cooldown]
     usage: dict[tuple[str, str], tuple[int, int, int]]
+    amounts: dict[str, tuple[int, float]]  # counter: (amount, expires_at)
 
 
 def _on_event_loop() -> bool:
@@ -165,6 +166,7 @@ class SqliteStateStore(StateStore):
         self._last_turn: dict[str, int] = {}
         # What this process last knew of each counter (see add_amount).
         self._amounts_seen: dict[str, tuple[int, float]] = {}
+        self._amounts_owed: dict[str, tuple[int, float]] = {}
         self._amount_adds = 0
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -302,9 +304,10 @@ class SqliteStateStore(StateStore):
 
     def add_amount(self, counter: str, amount: int, expires_at: float) -> int:
         """On the event loop with the write lock taken for longer than
-        `loop_busy_ms`, the add is counted in this process only (from what
-        it last saw of the counter) and not written: a limit then holds per
-        process for that moment rather than stalling every request."""
+        `loop_busy_ms`, the add is counted from what this process last saw of
+        the counter and owed: the worker writes it once the lock is free, so
+        the shared count misses nothing (a limit holds per process for that
+        moment rather than stalling every request)."""
         now = time.time()
         db, lock, on_loop = self._connection()
         try:
@@ -318,6 +321,10 @@ class SqliteStateStore(StateStore):
                 raise
             seen, until = self._amounts_seen.get(counter, (0, 0.0))
             value = (seen if until > now else 0) + int(amount)
+            with self._owed:
+                owed, owed_until = self._amounts_owed.get(counter, (0, 0.0))
+                self._amounts_owed[counter] = (owed + int(amount), max(owed_until, float(expires_at)))
+            self._wake_worker()
         if len(self._amounts_seen) > 4096:
             self._amounts_seen.clear()
         self._amounts_seen[counter] = (value, float(expires_at))
@@ -459,7 +466,7 @@ class SqliteStateStore(StateStore):
         return found
 
     def _owes(self) -> bool:
-        return bool(self._turns_owed or self._cools_owed or self._usage_owed)
+        return bool(self._turns_owed or self._cools_owed or self._usage_owed or self._amounts_owed)
 
     def _wake_worker(self) -> None:
         with self._owed:
@@ -487,9 +494,10 @@ class SqliteStateStore(StateStore):
     def _gather_usage(self) -> None:
         """Give usage counted on the loop a moment to pile up (holding the
         condition; it is released while waiting). Owed turns or cooldowns,
-        a settle or close end the wait at once."""
+        a settle or close end the wait at once, and so do owed counter adds
+        (a limit is read from them)."""
         batch_end = time.monotonic() + USAGE_BATCH_SECONDS
-        while not (self._turns_owed or self._cools_owed or self._settling or self._closed):
+        while not (self._turns_owed or self._cools_owed or self._amounts_owed or self._settling or self._closed):
             remaining = batch_end - time.monotonic()
             if remaining <= 0:
                 return
@@ -522,7 +530,9 @@ class SqliteStateStore(StateStore):
             if not self._owes():
                 return None
             self._gather_usage()
-            return _OwedBatch(dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed))
+            return _OwedBatch(
+                dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed), dict(self._amounts_owed)
+            )
 
     def _write_batch(self, batch: _OwedBatch) -> None:
         with self._transaction(self._patient, self._patient_lock) as db:
@@ -532,6 +542,8 @@ class SqliteStateStore(StateStore):
                 self._put_cooldown(db, cooldown)
             for (day, entry), counts in batch.usage.items():
                 self._put_usage(db, day, entry, counts)
+            for counter, (amount, expires_at) in batch.amounts.items():
+                self._add_amount(db, counter, amount, expires_at, time.time())
 
     def _wait_to_retry(self, exc: Exception, failures: int) -> bool:
         """Back off after a failed write; False when the store has closed
@@ -562,6 +574,12 @@ class SqliteStateStore(StateStore):
                     self._usage_owed[key] = rest
                 else:
                     self._usage_owed.pop(key, None)
+            for counter, (amount, _) in batch.amounts.items():
+                owed, until = self._amounts_owed.get(counter, (0, 0.0))
+                if owed - amount > 0:
+                    self._amounts_owed[counter] = (owed - amount, until)
+                else:
+                    self._amounts_owed.pop(counter, None)
             self._owed.notify_all()
 
 
