@@ -47,12 +47,14 @@ from ...unified import (
 from ..base import ClientCodec, ClientContext, Route, StreamEncoder
 from ..common import cache_mark, name_tool_results, parse_data_url, validate
 from .wire import (
-    ERROR_TYPES,
     _ChatRequest,
     _EmbedRequest,
     _MessageIn,
     call_arguments,
+    error_body,
     finish_reason,
+    model_entry,
+    model_list,
     usage_json,
     wire_calls,
 )
@@ -349,7 +351,7 @@ class _ChunkEncoder(StreamEncoder):
                 return b""
             case StreamError(error=error):
                 self.state = _EncoderState.ERRORED
-                return b"data: " + dumpb(_error_body(error)) + b"\n\n"
+                return b"data: " + dumpb(error_body(error)) + b"\n\n"
             case _:
                 return b""
 
@@ -365,17 +367,6 @@ class _ChunkEncoder(StreamEncoder):
             usage = dumpb(usage_json(self.usage))
             out += b"data: " + self.prefix + b'"choices":[],"usage":' + usage + b"}\n\n"
         return out + b"data: [DONE]\n\n"
-
-
-def _error_body(error: ProxyError) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": error.message,
-            "type": ERROR_TYPES.get(error.kind, "server_error"),
-            "param": error.param,
-            "code": error.code,
-        }
-    }
 
 
 # ---------------------------------------------------------------- the client half
@@ -459,15 +450,15 @@ class OpenAIClient(ClientCodec):
         return _ChunkEncoder(request)
 
     def encode_error(self, error: ProxyError) -> dict[str, Any]:
-        return _error_body(error)
+        return error_body(error)
 
     # ------------------------------------------------------------ models
 
     def encode_model_list(self, names: list[str]) -> dict[str, Any]:
-        return {"object": "list", "data": [self.encode_model(name) for name in names]}
+        return model_list(names)
 
     def encode_model(self, name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "ccproxy"}
+        return model_entry(name)
 
     # ------------------------------------------------------------ embeddings
 

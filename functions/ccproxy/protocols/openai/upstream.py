@@ -40,12 +40,10 @@ from ..common import (
     budget_to_effort,
     data_url,
     document_text,
-    retry_after,
     server_tool_text,
     text_of,
-    upstream_error_body,
 )
-from .wire import FINISH_TO_STOP, KIND_BY_TYPE, call_arguments, usage_from, wire_calls
+from .wire import FINISH_TO_STOP, KIND_BY_TYPE, call_arguments, read_error, usage_from, wire_calls
 
 # ---------------------------------------------------------------- request encoding
 
@@ -330,16 +328,7 @@ class OpenAIUpstream(UpstreamCodec):
         return _ChunkDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        parsed, message = upstream_error_body(body, status)
-        code = param = None
-        error = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
-        if isinstance(error, dict):
-            message = str(error.get("message") or message)
-            code = error.get("code") if isinstance(error.get("code"), str) else None
-            param = error.get("param")
-        elif isinstance(error, str):
-            message = error
-        return ProxyError(status, message, code=code, param=param, retry_after=retry_after(headers))
+        return read_error(status, body, headers)
 
     # ------------------------------------------------------------ embeddings
 

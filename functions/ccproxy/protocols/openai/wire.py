@@ -4,13 +4,16 @@ conversions (usage, tool-call arguments) that go both ways."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...errors import ProxyError
 from ...ids import for_openai
 from ...jsonutil import dumps, loads_object
 from ...unified import StopReason, ToolCall, Usage
+from ..common import retry_after, upstream_error_body
 
 # ---------------------------------------------------------------- wire models (client requests)
 
@@ -170,3 +173,42 @@ def wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
         {"id": for_openai(c.id), "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
         for c in calls
     ]
+
+
+# ---------------------------------------------------------------- shared with the Responses API
+# The Responses API answers errors and lists models as chat completions do.
+
+
+def error_body(error: ProxyError) -> dict[str, Any]:
+    """The OpenAI error shape, the HTTP status being the error's own."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": ERROR_TYPES.get(error.kind, "server_error"),
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def read_error(status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
+    """An OpenAI-shaped upstream error (`{"error": {...}}`, a bare object or
+    a string) as a ProxyError keeping `status`."""
+    parsed, message = upstream_error_body(body, status)
+    code = param = None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+    elif isinstance(error, str):
+        message = error
+    return ProxyError(status, message, code=code, param=param, retry_after=retry_after(headers))
+
+
+def model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "ccproxy"}
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    return {"object": "list", "data": [model_entry(name) for name in names]}

@@ -33,6 +33,7 @@ from ...unified import (
 )
 from ..base import ClientCodec, ClientContext, Route, StreamEncoder
 from ..common import CUSTOM_INPUT, name_tool_results, parse_data_url, validate
+from ..openai.wire import error_body, model_entry, model_list
 from . import kept
 from .answer import View, output_items, response_object
 from .compact import compacted_response
@@ -52,7 +53,6 @@ from .wire import (
     _TextIn,
     _WebSearchItem,
     builtin_kind,
-    error_body,
     new_id,
     opaque_compaction,
     pack_reasoning,
@@ -508,10 +508,10 @@ class ResponsesClient(ClientCodec):
     # ------------------------------------------------------------ models
 
     def encode_model_list(self, names: list[str]) -> dict[str, Any]:
-        return {"object": "list", "data": [self.encode_model(name) for name in names]}
+        return model_list(names)
 
     def encode_model(self, name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "ccproxy"}
+        return model_entry(name)
 
     # ------------------------------------------------------------ count tokens
 

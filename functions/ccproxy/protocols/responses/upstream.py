@@ -42,10 +42,9 @@ from ..base import RecordDecoder, StreamDecoder, UpstreamCodec
 from ..common import (
     CUSTOM_INPUT,
     budget_to_effort,
-    retry_after,
     server_tool_text,
-    upstream_error_body,
 )
+from ..openai.wire import read_error
 from .wire import (
     ENCRYPTED,
     PROTOCOL,
@@ -658,16 +657,7 @@ class ResponsesUpstream(UpstreamCodec):
         return _EventDecoder()
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProxyError:
-        parsed, message = upstream_error_body(body, status)
-        code = param = None
-        error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
-        if isinstance(error, dict):
-            message = str(error.get("message") or message)
-            code = error.get("code") if isinstance(error.get("code"), str) else None
-            param = error.get("param") if isinstance(error.get("param"), str) else None
-        elif isinstance(error, str):
-            message = error
-        return ProxyError(status, message, code=code, param=param, retry_after=retry_after(headers))
+        return read_error(status, body, headers)
 
     # ------------------------------------------------------------ count tokens
 

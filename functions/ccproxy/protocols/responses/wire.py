@@ -25,7 +25,7 @@ from ...unified import (
     Usage,
 )
 from ..common import CUSTOM_INPUT, data_url, document_text
-from ..openai.wire import ERROR_TYPES, KIND_BY_TYPE
+from ..openai.wire import KIND_BY_TYPE
 
 PROTOCOL = "responses"
 
@@ -198,18 +198,6 @@ STATUS_BY_CODE = {
     "server_error": 500,
 }
 CODE_BY_KIND = {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt"}
-
-
-def error_body(error: ProxyError) -> dict[str, Any]:
-    """The OpenAI error shape, the HTTP status being the error's own."""
-    return {
-        "error": {
-            "message": error.message,
-            "type": ERROR_TYPES.get(error.kind, "server_error"),
-            "param": error.param,
-            "code": error.code,
-        }
-    }
 
 
 def error_code(error: ProxyError) -> str:
