@@ -330,18 +330,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         proxy = options.proxy or self._environment_proxy(url)
         session = self._open()
         _reused.set(False)
+
+        def attempt() -> Any:
+            return session.request(
+                method, target, data=data, headers=headers, allow_redirects=False, timeout=timeout, ssl=tls, proxy=proxy
+            )
+
         try:
             try:
-                answer = await session.request(
-                    method,
-                    target,
-                    data=data,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    ssl=tls,
-                    proxy=proxy,
-                )
+                answer = await attempt()
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # A keep-alive connection the upstream closed as the request
                 # went out (the race every pooled client has): the request
@@ -356,16 +353,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     or not _reused.get()
                 ):
                     raise
-                answer = await session.request(
-                    method,
-                    target,
-                    data=data,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    ssl=tls,
-                    proxy=proxy,
-                )
+                answer = await attempt()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _httpx_error(exc, request, answered=False) from exc
         except ValueError as exc:  # aiohttp refuses to write the request (a header with a line break)

@@ -11,32 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED = frozenset(
-    {
-        "type",
-        "format",
-        "title",
-        "description",
-        "nullable",
-        "enum",
-        "items",
-        "properties",
-        "required",
-        "minItems",
-        "maxItems",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "example",
-        "default",
-        "anyOf",
-        "propertyOrdering",
-    }
-)
 _FOLDED = ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "const", "examples")
 _NOTES = {
     "exclusiveMinimum": "> {}",
