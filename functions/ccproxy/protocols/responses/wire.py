@@ -273,15 +273,20 @@ def mark_foreign(foreign: Foreign) -> str:
     return MARK + dumps(value)
 
 
-def read_mark(encrypted: str) -> Foreign | None:
-    """The foreign thinking a marked encrypted_content holds; None where it
-    is not marked (a Responses upstream's own)."""
+def _marked(encrypted: str) -> Any:
+    """The JSON after MARK; None where the content is not ours."""
     if not encrypted.startswith(MARK):
         return None
     try:
-        value = loads(encrypted[len(MARK) :])
+        return loads(encrypted[len(MARK) :])
     except ValueError:
         return None
+
+
+def read_mark(encrypted: str) -> Foreign | None:
+    """The foreign thinking a marked encrypted_content holds; None where it
+    is not marked (a Responses upstream's own)."""
+    value = _marked(encrypted)
     if not isinstance(value, dict) or not isinstance(value.get("s"), str):
         return None
     text = value.get("t")
@@ -312,12 +317,7 @@ def mark_summary(summary: str) -> str:
 def read_summary(encrypted: str) -> str | None:
     """The summary a marked compaction holds; None where it is not marked
     (the API's own)."""
-    if not encrypted.startswith(MARK):
-        return None
-    try:
-        value = loads(encrypted[len(MARK) :])
-    except ValueError:
-        return None
+    value = _marked(encrypted)
     summary = value.get("summary") if isinstance(value, dict) else None
     return summary if isinstance(summary, str) else None
 
