@@ -23,11 +23,12 @@ from starlette.routing import Route as StarletteRoute
 
 from . import accesslog, telemetry
 from .access import REVOCATION_VIEW_SECONDS
-from .config import Config
+from .config import Config, LogSettings
 from .errors import ProxyError
 from .exchange import Exchange, Recording
 from .jsonutil import dumpb, loads
 from .keys import AccessKey, KeyRing, identify, scrub
+from .live import ConfigSource, LiveConfig
 from .observe import NOBODY, Observer, observing
 from .pipeline import LastPiece
 from .protocols import client_codecs
@@ -41,6 +42,7 @@ from .stores.state import StateStore
 log = logging.getLogger("ccproxy")
 
 PROTOCOL_ROOTS = frozenset({"v1", "v1beta", "api", "health"})
+SWITCH = "/switch/"  # the prefix of the active group, which `ccproxy switch` sets
 COMPAT_SEGMENTS = frozenset({"compat", "compat_mode"})
 
 
@@ -64,6 +66,13 @@ class Settings:
     # How long a process trusts what it last read of an access key's
     # revocation (`ccproxy access revoke`) from the state store.
     revocation_view_seconds: float = REVOCATION_VIEW_SECONDS
+    # Where a newer config may come from (the file being served, a pushed
+    # object), and what is done to each before it serves.
+    config_source: ConfigSource | None = None
+    prepare_config: Callable[[Config], Config] | None = None
+    # Check the source on a timer too, not only when requests come (a local
+    # server: a bad file is reported as soon as it is saved).
+    watch_config: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +161,21 @@ def presented_key(request: Request) -> str | None:
 
 
 def create_app(settings: Settings) -> Starlette:
+    live = LiveConfig(settings.config, settings.config_source, settings.prepare_config)
     keys = KeyRing(settings.config, settings.secrets)
     proxy = Proxy(settings.config, keys, state=settings.state, revocation_view_seconds=settings.revocation_view_seconds)
-    recorder = Recorder(settings.logs, settings.config.logs.sample, settings.config.logs.max_body_bytes, keys)
+    live.follow(keys.follow)
+    live.follow(proxy.follow)
+    recorder = Recorder(settings.logs, keys)
     gate = AccessGate(keys, settings.open_when_no_keys, settings.access_key_hint)
-    handler = Handler(settings, keys, proxy, RouteTable(client_codecs()), recorder, gate)
+    handler = Handler(settings, live, keys, proxy, RouteTable(client_codecs()), recorder, gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        watcher = asyncio.create_task(live.watch()) if settings.watch_config else None
         yield
+        if watcher is not None:
+            watcher.cancel()
         await proxy.http.aclose()
 
     routes = [
@@ -172,6 +187,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.proxy = proxy
     app.state.recorder = recorder
+    app.state.live = live
     return app
 
 
@@ -194,6 +210,7 @@ class Handler:
     def __init__(
         self,
         settings: Settings,
+        live: LiveConfig,
         keys: KeyRing,
         proxy: Proxy,
         table: RouteTable,
@@ -201,7 +218,7 @@ class Handler:
         gate: AccessGate,
     ) -> None:
         self.settings = settings
-        self.config = settings.config
+        self.live = live
         self.keys = keys
         self.proxy = proxy
         self.table = table
@@ -213,20 +230,24 @@ class Handler:
         started = time.perf_counter()
         scope = request.scope
         path = scope["path"]  # what request.url.path holds, without building a URL per request
-        prefix = split_prefix(path, self.config.active_group)
+        config = await self.live.current()
+        active = config.active_group
+        if path.startswith(SWITCH):
+            active = await self.live.active_group(self.proxy.rotation.state, config)
+        prefix = split_prefix(path, active)
         found = self.table.match(request.method, prefix.path, request.headers)
         try:
             access = self.gate.access_keys()
         except ProxyError as error:
             accesslog.write(scope, started, error.status, reason=error.message)
             return _error(found[1] if found else self.table.owner(prefix.path, request.headers)[0], error)
-        if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, self.config):
+        if found is None and request.method in ("GET", "HEAD") and _bare_prefix(path, config):
             # A base URL that carries a group (URL/free) is probed like the root.
             return await root(request)
         if found is None:
             return self._unrouted(request, prefix, started)
         route, codec, params = found
-        observer = self._observer(request, route, codec, prefix.group)
+        observer = self._observer(request, route, codec, prefix.group, config)
         call: Call | None = None
         key: AccessKey | None = None
         try:
@@ -240,7 +261,7 @@ class Handler:
                 await self.proxy.access.admit(key, prefix.group)
             body = None
             if request.method == "POST" and route.body:
-                body = await _json_body(request, self.config.limits.request_bytes)
+                body = await _json_body(request, config.limits.request_bytes)
                 observer.client_request(body[1])
             call = Call(
                 codec=codec,
@@ -256,6 +277,7 @@ class Handler:
                 compat_prefix=prefix.compat,
                 body=body[0] if body else None,
                 headers=request.headers,
+                config=config,
                 observer=observer,
                 access_key=key,
             )
@@ -274,13 +296,13 @@ class Handler:
         )
         return _respond(answer, self.settings.finish_inside_response)
 
-    def _observer(self, request: Request, route: Route, codec: ClientCodec, group: str) -> Observer:
+    def _observer(self, request: Request, route: Route, codec: ClientCodec, group: str, config: Config) -> Observer:
         """Who listens to this request: its research record (when sampled)
         and the metrics, for the generate routes."""
         if route.operation != "generate":
             return NOBODY
         metrics = telemetry.Metrics(codec.protocol) if self.metrics else None
-        return observing([self.recorder.start(request, codec, group), metrics])
+        return observing([self.recorder.start(request, codec, group, config.logs), metrics])
 
     def _unrouted(self, request: Request, prefix: Prefix, started: float) -> Response:
         """404 for a path no route has, 405 for a method its routes do not
@@ -514,19 +536,20 @@ class Recorder:
     """Starts a research record (an observer) for sampled generate requests;
     it is written to the sink once the answer is complete."""
 
-    def __init__(self, sink: LogSink | None, sample: float, limit: int, keys: KeyRing) -> None:
+    def __init__(self, sink: LogSink | None, keys: KeyRing) -> None:
         self.sink = sink
-        self.sample = sample
-        self.limit = limit
         self.keys = keys
 
-    def start(self, request: Request, codec: ClientCodec, group: str) -> Recording | None:
+    def start(self, request: Request, codec: ClientCodec, group: str, settings: LogSettings) -> Recording | None:
         if self.sink is None:
             return None
-        if self.sample < 1 and random.random() >= self.sample:
+        if settings.sample < 1 and random.random() >= settings.sample:
             return None
         exchange = Exchange(
-            route=f"{request.method} {request.url.path}", client_protocol=codec.protocol, group=group, limit=self.limit
+            route=f"{request.method} {request.url.path}",
+            client_protocol=codec.protocol,
+            group=group,
+            limit=settings.max_body_bytes,
         )
         return Recording(exchange, self.keys.secrets, self._write)
 

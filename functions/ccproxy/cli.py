@@ -42,6 +42,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from .app import Settings, create_app
     from .keys import KeyRing
+    from .live import FileSource
     from .stores.secrets import secret_store_from_env
     from .stores.state import state_store_from_env
 
@@ -67,6 +68,9 @@ def serve(args: argparse.Namespace) -> int:
         open_when_no_keys=loopback,
         state=state_store_from_env(env=env),
         logs=log_sink_from_env(env),
+        # An edit of the file serves at once; a broken one is refused and logged.
+        config_source=FileSource(config_path),
+        watch_config=True,
     )
     app = create_app(settings)
     # One line per request unless asked for quiet, whatever the log level.
@@ -319,13 +323,14 @@ class _SecretsTarget:
         os.replace(temporary, self.path)
 
 
-def _stack_output_or_stop(stack: str, key: str, region: str | None) -> str:
+def _stack_output_or_stop(stack: str, key: str, region: str | None, instead: str = "give --secret-id") -> str:
+    """The stack's output `key`; `instead` says what to do where the stack has none."""
     try:
         found = _stack_output(stack, key, region)
     except Exception as exc:  # boto3/botocore errors: credentials, region, missing stack
         raise _Stop(f"cannot read stack {stack} ({type(exc).__name__}: {exc})", 1) from None
     if not found:
-        raise _Stop(f"stack {stack} has no {key} output; give --secret-id")
+        raise _Stop(f"stack {stack} has no {key} output; {instead}")
     return found
 
 
@@ -587,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     from .logview import add_parser as add_logs_parser
 
     add_logs_parser(commands)
+    from .switchcmd import add_parser as add_switch_parser
+
+    add_switch_parser(commands)
+    from .configcmd import add_parser as add_config_parser
+
+    add_config_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"

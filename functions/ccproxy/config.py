@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .environment import Environment
 from .protocols import ProtocolName
@@ -74,8 +74,139 @@ class Target(_Strict):
         return f"{self.provider}/{self.model}"
 
 
+def _parse_targets(alias: str, targets: Any) -> Any:
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, list) or not targets:
+        raise ValueError(f"{alias}: give a list of provider/model targets")
+    return [_parse_target(alias, t) for t in targets]
+
+
+# ---------------------------------------------------------------- shaping
+
+
+class Replacement(_Strict):
+    """A literal find/replace on the system prompt."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    find: str = Field(min_length=1)
+    with_: str = Field(alias="with")
+
+
+class PromptInjection(_Strict):
+    """Text added to the system prompt or the last user turn, or replacing
+    the system prompt; only for target models matching `models` when given."""
+
+    mode: Literal["append", "prepend", "replace"] = "append"
+    to: Literal["system", "last_user"] = "system"
+    text: str
+    models: str | None = None
+
+
+class ToolFilter(_Strict):
+    """Tools dropped by name glob, or only those kept (`drop` still applies
+    to what `keep` lets through)."""
+
+    drop: list[str] = Field(default_factory=list)
+    keep: list[str] | None = None
+
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+class ParameterValues(_Strict):
+    """Model parameters a group sets: where the client gave none (`defaults`)
+    or whatever it gave (`overrides`)."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_budget: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind_of_thinking(self) -> ParameterValues:
+        if self.reasoning_effort is not None and self.thinking_budget is not None:
+            raise ValueError("give reasoning_effort or thinking_budget, not both")
+        return self
+
+
+class ParameterLimits(_Strict):
+    """Ceilings on what the client asks for."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    thinking_budget: int | None = Field(default=None, ge=0)
+
+
+class Shape(_Strict):
+    """What a group changes in each request before it is converted, in this
+    order."""
+
+    replace: list[Replacement] = Field(default_factory=list)
+    prompt: list[PromptInjection] = Field(default_factory=list)
+    tools: ToolFilter | None = None
+    temperature_ratio: float | None = Field(default=None, ge=0, le=10)
+    defaults: ParameterValues = Field(default_factory=ParameterValues)
+    overrides: ParameterValues = Field(default_factory=ParameterValues)
+    limits: ParameterLimits = Field(default_factory=ParameterLimits)
+    # Merged into the encoded upstream body as it is (a mapping into a mapping).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- routing by need
+
+
+class Need(_Strict):
+    """What a request must show for a route rule to take it; every condition
+    given must hold."""
+
+    input_tokens_over: int | None = Field(default=None, ge=0)
+    thinking: bool | None = None
+    images: bool | None = None
+    model: str | None = None  # a glob on the client's model name
+
+    def __str__(self) -> str:
+        said = [
+            name if value is True else f"no {name}" if value is False else f"{name} {value}"
+            for name, value in self
+            if value is not None
+        ]
+        return ", ".join(said)
+
+
+class RouteRule(_Strict):
+    when: Need
+    targets: list[Target]
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        if value in ("thinking", "images"):
+            return {value: True}
+        if isinstance(value, str):
+            raise ValueError(f"{value!r}: say thinking, images, or a mapping of input_tokens_over, model")
+        return value
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return _parse_targets("targets", value)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> RouteRule:
+        if not str(self.when):
+            raise ValueError("when: give at least one condition")
+        return self
+
+
 class Group(_Strict):
     tool_mode: GroupToolMode = "auto"
+    # Checked in order before the alias globs: the first rule the request meets chooses.
+    route: list[RouteRule] = Field(default_factory=list)
+    shape: Shape | None = None
     # Ordered: the first alias glob that matches a client's model wins.
     models: dict[str, list[Target]] = Field(default_factory=dict)
 
@@ -84,14 +215,7 @@ class Group(_Strict):
     def _targets(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        parsed: dict[str, list[Target]] = {}
-        for alias, targets in value.items():
-            if isinstance(targets, str):
-                targets = [targets]
-            if not isinstance(targets, list) or not targets:
-                raise ValueError(f"{alias}: give a list of provider/model targets")
-            parsed[str(alias)] = [_parse_target(alias, t) for t in targets]
-        return parsed
+        return {str(alias): _parse_targets(alias, targets) for alias, targets in value.items()}
 
 
 def _parse_target(alias: str, target: Any) -> Target:
@@ -216,13 +340,14 @@ class Config(_Strict):
         """Cross-references pydantic cannot see: targets name real providers,
         active_group names a real group."""
         for group_name, group in self.groups.items():
-            for alias, targets in group.models.items():
+            pools = [(f"models.{alias}", targets) for alias, targets in group.models.items()]
+            pools += [(f"route.{index}.targets", rule.targets) for index, rule in enumerate(group.route)]
+            for alias, targets in pools:
                 for target in targets:
                     if target.provider not in self.providers:
                         known = ", ".join(sorted(self.providers)) or "none"
                         raise ValueError(
-                            f"groups.{group_name}.models.{alias}: unknown provider "
-                            f"{target.provider!r} (providers: {known})"
+                            f"groups.{group_name}.{alias}: unknown provider {target.provider!r} (providers: {known})"
                         )
         if self.groups and self.active_group not in self.groups:
             raise ValueError(f"active_group: no group named {self.active_group!r}")
@@ -258,18 +383,23 @@ def parse(data: Any, source: str) -> Config:
 
 
 def load(path: str | os.PathLike[str]) -> Config:
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    return from_text(text, str(path))
+
+
+def from_text(text: str | bytes, source: str) -> Config:
+    """A config from its YAML (or JSON) text; `source` names it in errors."""
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse(data, str(path))
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse(data, source)
 
 
 def default_path(env: Environment | None = None) -> Path:

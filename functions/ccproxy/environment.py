@@ -4,6 +4,11 @@
     CCPROXY_CONFIG                 config                the config file (ccproxy.yaml in the current
                                                          directory for the CLI, the one shipped with
                                                          the code on Lambda)
+    CCPROXY_CONFIG_BUCKET          config_bucket         the S3 bucket of the config that
+                                                         `ccproxy config push` uploads, served once
+                                                         pushed (unset: no pushed config, the config
+                                                         file only)
+    CCPROXY_CONFIG_KEY             config_key            that config's key in it (config/ccproxy.yaml)
     CCPROXY_SECRET_ID              secret_id             the Secrets Manager secret that holds the keys
                                                          (unset: no secret)
     CCPROXY_SECRETS_FILE           secrets_file          a local secrets file, when there is no secret
@@ -55,6 +60,7 @@ from pathlib import Path
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 DEFAULT_LOG_PREFIX = "exchanges/"
+DEFAULT_CONFIG_KEY = "config/ccproxy.yaml"
 DEFAULT_METRICS_NAMESPACE = "ccproxy"
 DEFAULT_LOG_LEVEL = "INFO"
 
@@ -88,6 +94,8 @@ class Environment:
     The defaults are those of an empty environment."""
 
     config: Path | None = None
+    config_bucket: str | None = None
+    config_key: str = DEFAULT_CONFIG_KEY
     secret_id: str | None = None
     secrets_file: Path | None = None
     table: str | None = None
@@ -112,6 +120,8 @@ class Environment:
             environ = os.environ
         return cls(
             config=_path(environ, "CCPROXY_CONFIG"),
+            config_bucket=_text(environ, "CCPROXY_CONFIG_BUCKET"),
+            config_key=_text(environ, "CCPROXY_CONFIG_KEY") or DEFAULT_CONFIG_KEY,
             secret_id=_text(environ, "CCPROXY_SECRET_ID"),
             secrets_file=_path(environ, "CCPROXY_SECRETS_FILE"),
             table=_text(environ, "CCPROXY_TABLE"),

@@ -67,6 +67,8 @@ class Exchange:
         self.group = group
         self.limit = limit
         self.alias: str | None = None
+        self.route_rule: str | None = None  # the group's route rule that chose the target, if one did
+        self.shaping: list[str] = []  # the group's shaping steps that changed the request sent
         self.model: str | None = None
         self.stream = False
         self.target: dict[str, str] | None = None
@@ -149,6 +151,7 @@ class Exchange:
             "client_protocol": self.client_protocol,
             "group": self.group,
             "alias": self.alias,
+            "route_rule": self.route_rule,
             "model": self.model,
             "stream": self.stream,
             "target": self.target,
@@ -169,6 +172,7 @@ class Exchange:
             "system": self.system,
             "tools": self.tools,
             "left_out": self.left_out,
+            "shaping": self.shaping,
             "final": self.final,
             **{name: capture.text() for name, capture in captures.items()},
             "truncated": [name for name, capture in captures.items() if capture.truncated],
@@ -209,9 +213,10 @@ class Recording(Observer):
     def client_request(self, body: bytes) -> None:
         self.exchange.client_request.add(body)
 
-    def routed(self, group: str, alias: str, request: Request) -> None:
+    def routed(self, group: str, alias: str, request: Request, rule: str | None) -> None:
         exchange = self.exchange
         exchange.group, exchange.alias, exchange.model, exchange.stream = group, alias, request.model, request.stream
+        exchange.route_rule = rule
         exchange.system, exchange.tools = request.system, [tool.name for tool in request.tools]
 
     def attempt_started(
@@ -221,6 +226,9 @@ class Recording(Observer):
         exchange.target = {"provider": provider, "model": model, "protocol": protocol}
         exchange.key_fingerprint = key_fingerprint
         exchange.compat, exchange.passthrough = compat, passthrough
+
+    def shaped(self, steps: Sequence[str]) -> None:
+        self.exchange.shaping = list(steps)
 
     def upstream_request(self, body: bytes, left_out: Sequence[str]) -> None:
         exchange = self.exchange

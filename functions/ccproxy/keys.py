@@ -13,13 +13,19 @@ __all__ = ["AccessKey", "KeyRing", "fingerprint", "identify", "matches", "scrub"
 
 class KeyRing:
     def __init__(self, config: Config, secrets: SecretStore) -> None:
-        self._config = config
+        self.config = config  # the config serving now (a reload replaces it)
         self._secrets = secrets
+
+    def follow(self, config: Config) -> None:
+        """A new config serves."""
+        self.config = config
 
     def provider_keys(self, provider_id: str) -> list[str | None]:
         """The provider's keys: its config `keys` plus the secret's list.
         A provider configured without any key is keyless: one `None` entry."""
-        provider: Provider = self._config.providers[provider_id]
+        provider: Provider | None = self.config.providers.get(provider_id)
+        if provider is None:  # a call planned under the config before a reload
+            raise ProxyError(503, f"provider {provider_id!r} left the config while the request ran", kind="unavailable")
         keys = [k for k in (resolve_secret(ref) for ref in provider.keys) if k]
         for key in self._secrets.get().providers.get(provider_id, []):
             if key not in keys:
@@ -39,7 +45,7 @@ class KeyRing:
 
     def access_keys(self) -> list[AccessKey]:
         """The config's access keys, then the secrets'."""
-        keys = self._config.resolved_access_keys()
+        keys = self.config.resolved_access_keys()
         keys.extend(self._secrets.get().access_keys)
         return keys
 
@@ -56,7 +62,7 @@ class KeyRing:
     def secrets(self) -> list[str]:
         """Every key this ring knows, for scrubbing records and logs."""
         found = {k.key for k in self.access_keys()}
-        for provider_id in self._config.providers:
+        for provider_id in self.config.providers:
             try:
                 found.update(k for k in self.provider_keys(provider_id) if k)
             except ProxyError:

@@ -1,6 +1,12 @@
-"""The app as both Lambda functions build it: the config shipped with the
-code, keys only from the secret, state in DynamoDB, exchange logs in S3, and
-no open access even without access keys.
+"""The app as both Lambda functions build it: the config `ccproxy config
+push` uploaded (else the one shipped with the code), keys only from the
+secret, state in DynamoDB, exchange logs in S3, and no open access even
+without access keys.
+
+With CCPROXY_CONFIG_BUCKET set, a pushed config is served from the start
+(a cold start after a push never serves the packaged file first), and a new
+push is taken within remote_config.CHECK_SECONDS; the packaged file serves
+while nothing is pushed, and again once the pushed object is deleted.
 
 Keys come only from the secret. The config may name
 keys (`keys: [env:OPENAI_API_KEY]`, `access_keys: [...]`) so that the same
@@ -27,6 +33,8 @@ from . import telemetry
 from .app import Settings, create_app
 from .config import Config, load
 from .environment import Environment
+from .remote_config import S3Source
+from .stores.config_object import S3ConfigObject
 from .stores.logs import log_sink_from_env
 from .stores.secrets import secret_store_from_env
 from .stores.state import state_store_from_env
@@ -71,17 +79,31 @@ def access_key_hint(env: Environment) -> str:
     )
 
 
+def initial_config(env: Environment) -> tuple[Config, str, S3Source | None]:
+    """The config to start with, what it is (for the log), and the pushed
+    object to follow (None without CCPROXY_CONFIG_BUCKET: the packaged file only)."""
+    path = config_path(env)
+    if not env.config_bucket:
+        return load(path), str(path), None
+    source = S3Source(S3ConfigObject(env.config_bucket, env.config_key, env), path)
+    config, pushed = source.initial()
+    if pushed:
+        return config, f"{source} (pushed; checked for a newer push every {source.every:g} s)", source
+    return config, f"{path} (packaged; {source} checked for a push every {source.every:g} s)", source
+
+
 def create() -> Starlette:
     """The app for both functions (uvicorn's factory for the streaming one,
     Mangum's app for the API one), built once per execution environment."""
     env = Environment.read()
     logger = telemetry.setup_logging(env)
-    path = config_path(env)
-    config = secret_only(load(path))
+    config, served, source = initial_config(env)
     secrets = secret_store_from_env(None, env=env)
     app = create_app(
         Settings(
-            config=config,
+            config=secret_only(config),
+            config_source=source,
+            prepare_config=secret_only,
             secrets=secrets,
             open_when_no_keys=False,
             state=state_store_from_env(env=env),
@@ -93,7 +115,7 @@ def create() -> Starlette:
     app.add_middleware(telemetry.RequestContext, logger=logger)
     log.info(
         "ccproxy ready: config %s; keys from %s; state in %s",
-        path,
+        served,
         where_keys_live(env),
         f"table {env.table}" if env.table else "SQLite",
     )

@@ -29,13 +29,17 @@ class Observer:
     def client_request(self, body: bytes) -> None:
         """The client's request body as it arrived."""
 
-    def routed(self, group: str, alias: str, request: Request) -> None:
-        """The request decoded and matched to an alias of a group."""
+    def routed(self, group: str, alias: str, request: Request, rule: str | None) -> None:
+        """The request decoded and matched to an alias of a group, or to the
+        route rule named by `rule`."""
 
     def attempt_started(
         self, provider: str, model: str, protocol: str, key_fingerprint: str, compat: bool, passthrough: bool
     ) -> None:
         """An upstream is about to be tried (the first, or the next after a failure)."""
+
+    def shaped(self, steps: Sequence[str]) -> None:
+        """The group's shaping steps that changed the request for this attempt."""
 
     def upstream_request(self, body: bytes, left_out: Sequence[str]) -> None:
         """The body sent upstream, and what of the client's request it could not carry."""
@@ -77,15 +81,19 @@ class Observers(Observer):
         for observer in self.observers:
             observer.client_request(body)
 
-    def routed(self, group: str, alias: str, request: Request) -> None:
+    def routed(self, group: str, alias: str, request: Request, rule: str | None) -> None:
         for observer in self.observers:
-            observer.routed(group, alias, request)
+            observer.routed(group, alias, request, rule)
 
     def attempt_started(
         self, provider: str, model: str, protocol: str, key_fingerprint: str, compat: bool, passthrough: bool
     ) -> None:
         for observer in self.observers:
             observer.attempt_started(provider, model, protocol, key_fingerprint, compat, passthrough)
+
+    def shaped(self, steps: Sequence[str]) -> None:
+        for observer in self.observers:
+            observer.shaped(steps)
 
     def upstream_request(self, body: bytes, left_out: Sequence[str]) -> None:
         for observer in self.observers:

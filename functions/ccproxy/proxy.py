@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from . import routing
 from .access import REVOCATION_VIEW_SECONDS, AccessControl
 from .compat import CompatStream, parse_response, rewrite_request
-from .config import Config, Provider, Target
+from .config import Config, Limits, Provider, Shape, Target
 from .conversations import Conversations
 from .errors import ProxyError
 from .jsonutil import dumpb, loads
@@ -28,6 +29,7 @@ from .protocols import upstream_codec
 from .protocols.base import ClientCodec, ClientContext, RecordDecoder, Route, StreamDecoder, UpstreamCodec
 from .protocols.common import custom_tools_as_functions, estimate_tokens, request_text
 from .rotation import Entry, Rotation
+from .shaping import merge_body, shape_request
 from .stores.state import MemoryStateStore, StateStore
 from .unified import Accumulator, Message, Request, Response, StreamError, StreamEvent, Text, ToolChoice, Usage
 from .upstream import UpstreamClient, UpstreamReply
@@ -52,6 +54,7 @@ class Call:
     compat_prefix: bool
     body: Any
     headers: Mapping[str, str]
+    config: Config  # what this call is served by, whatever reload happens meanwhile
     observer: Observer = NOBODY  # the research record and the metrics, where they listen
     # Where the call went, for the access log: the alias its model matched
     # and the target that answered (or was tried last).
@@ -59,6 +62,7 @@ class Call:
     target: str | None = None
     # The access key the client presented (None where none is needed).
     access_key: AccessKey | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(slots=True)
@@ -83,7 +87,12 @@ class Attempt:
     provider: Provider
     codec: UpstreamCodec
     key: str | None
+    config: Config
     entry: Entry | None = None
+    # What the group changes in the request for this upstream.
+    shape: Shape | None = None
+    # The client request's id, for the `{request_id}` of provider headers.
+    request_id: str = ""
 
 
 def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool:
@@ -104,13 +113,16 @@ class Proxy:
         *,
         revocation_view_seconds: float = REVOCATION_VIEW_SECONDS,
     ) -> None:
-        self.config = config
         self.keys = keys
         self.http = http or UpstreamClient()
         self.rotation = Rotation(keys, state or MemoryStateStore())
         self.access = AccessControl(self.rotation.state, revocation_view_seconds=revocation_view_seconds)
         self.conversations = Conversations(lambda: self.rotation.state, config.conversations.keep_days * 86400)
         self._turns: dict[str, int] = {}  # count_tokens and embeddings only
+
+    def follow(self, config: Config) -> None:
+        """A new config serves: what the proxy keeps beyond one call follows it."""
+        self.conversations.keep_seconds = config.conversations.keep_days * 86400
 
     async def handle(self, call: Call) -> Answer:
         operation = call.route.operation
@@ -124,7 +136,7 @@ class Proxy:
             return await self.kept(call)
         if operation == "compact":
             return await self.compact(call)
-        names = routing.listed_models(routing.group_named(self.config, call.group))
+        names = routing.listed_models(routing.group_named(call.config, call.group))
         if call.access_key is not None:  # models outside the key's scope are not shown
             names = [name for name in names if call.access_key.allows_model(name)]
         if operation == "list_models":
@@ -143,32 +155,40 @@ class Proxy:
     async def generate(self, call: Call) -> Answer:
         """Decode, pick pool entries in turn, and try them until one answers
         (failover happens only before the client has seen a byte)."""
-        client = call.codec
+        client, config = call.codec, call.config
         request = _decoded(lambda: client.decode_request(call.body, call.ctx))
         AccessControl.check_model(call.access_key, request.model)
         added = await self.conversations.resume(request)
-        resolution = routing.resolve(self.config, call.group, request.model)
+        resolution = routing.resolve(config, call.group, request.model, request)
         call.alias = resolution.alias
         observer = call.observer
-        observer.routed(resolution.group_name, resolution.alias, request)
+        observer.routed(resolution.group_name, resolution.alias, request, resolution.rule)
         targets = resolution.targets
         entries = self.rotation.entries(targets, [t.weight for t in targets])
         plan = await self.rotation.plan(f"{resolution.group_name}:{resolution.alias}", entries)
-        deadline = time.monotonic() + self.config.deadline
+        deadline = time.monotonic() + config.deadline
         last_error: ProxyError | None = None
-        for entry in plan[: 1 + self.config.retries]:
+        for entry in plan[: 1 + config.retries]:
             if time.monotonic() >= deadline:
                 break
-            provider = self.config.providers[entry.target.provider]
+            provider = config.providers[entry.target.provider]
             attempt = Attempt(
-                entry.target, entry.target.provider, provider, upstream_codec(provider.protocol), entry.key, entry
+                entry.target,
+                entry.target.provider,
+                provider,
+                upstream_codec(provider.protocol),
+                entry.key,
+                config,
+                entry,
+                resolution.group.shape,
+                call.request_id,
             )
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
-            # A conversation the proxy keeps is rebuilt and recorded here, so
-            # it cannot go through untouched.
-            kept = request.store or request.continues
+            # A conversation the proxy keeps is rebuilt and recorded here, and
+            # a shaped request is rebuilt too, so neither goes through untouched.
+            rebuilt = request.store or request.continues or attempt.shape is not None
             passthrough = (
-                attempt.codec.protocol == client.protocol and call.route.passthrough and not compat and not kept
+                attempt.codec.protocol == client.protocol and call.route.passthrough and not compat and not rebuilt
             )
             call.target = str(entry.target)
             key_fingerprint = fingerprint(entry.key) if entry.key else "keyless"
@@ -188,15 +208,15 @@ class Proxy:
             raise ProxyError(504, "the request's deadline passed before any upstream answered", kind="timeout")
         raise last_error
 
-    def _attempt(self, target: Target) -> Attempt:
+    def _attempt(self, config: Config, target: Target) -> Attempt:
         """The target on its provider's next key in turn (for count_tokens
         and embeddings, which never touch the shared counters)."""
-        provider = self.config.providers[target.provider]
+        provider = config.providers[target.provider]
         keys = self.keys.provider_keys(target.provider)
         turn = self._turns.get(target.provider, 0)
         self._turns[target.provider] = turn + 1
         key = keys[turn % len(keys)]
-        return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key)
+        return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key, config)
 
     def _count_usage(
         self, call: Call, model: str, attempt: Attempt, usage: Callable[[], Usage]
@@ -235,11 +255,14 @@ class Proxy:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
         else:
-            left_out = upstream.left_out(request)
-            await prepare_media(request, upstream, attempt.provider_id, self.config.fetch, self.http)
-            shaped = request if upstream.custom_tools else custom_tools_as_functions(request)
-            body = _decoded(lambda: upstream.encode_request(rewrite_request(shaped) if compat else shaped, model))
-            headers = upstream.upstream_headers(request)
+            outgoing = request
+            if attempt.shape is not None:
+                outgoing, steps = shape_request(request, attempt.shape, attempt.provider_id, model)
+                observer.shaped(steps)
+            left_out = upstream.left_out(outgoing)
+            await prepare_media(outgoing, upstream, attempt.provider_id, call.config.fetch, self.http)
+            body = self._encoded(outgoing, attempt, compat)
+            headers = upstream.upstream_headers(outgoing)
         content = dumpb(body)
         observer.upstream_request(content, left_out)
         url = attempt.provider.base_url + upstream.upstream_path(model, request.stream)
@@ -274,7 +297,7 @@ class Proxy:
         headers: dict[str, str],
     ) -> Answer:
         upstream, observer = attempt.codec, call.observer
-        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        content = await reply.read(deadline, call.config.limits.answer_bytes)
         observer.upstream_chunk(content)  # kept even when it cannot be read
         parsed = _parse_json(content)
         decoded = upstream_decoded(lambda: upstream.decode_response(parsed))
@@ -310,7 +333,8 @@ class Proxy:
         upstream, observer = attempt.codec, call.observer
         _check_stream_type(reply, upstream)
         accumulator = Accumulator()
-        chunks = reply.chunks(deadline, self.config.limits.answer_bytes, observer.upstream_chunk)
+        limits = call.config.limits
+        chunks = reply.chunks(deadline, limits.answer_bytes, observer.upstream_chunk)
         if passthrough:
             secrets = self.keys.secrets()
 
@@ -319,8 +343,8 @@ class Proxy:
                 encoder = call.codec.stream_encoder(request)
                 return encoder.feed(StreamError(error)) + encoder.close()
 
-            relay = Relay(upstream, request.model, secrets, self.config.limits.record_bytes)
-            stream = relay_stream(chunks, relay, self._stream_decoder(upstream), accumulator.add, error_event)
+            relay = Relay(upstream, request.model, secrets, limits.record_bytes)
+            stream = relay_stream(chunks, relay, self._stream_decoder(upstream, limits), accumulator.add, error_event)
         else:
 
             def observe(event: StreamEvent) -> None:
@@ -330,7 +354,7 @@ class Proxy:
 
             stream = convert_stream(
                 chunks,
-                self._stream_decoder(upstream),
+                self._stream_decoder(upstream, limits),
                 call.codec.stream_encoder(request),
                 observe,
                 CompatStream(request.tools) if compat else None,
@@ -347,10 +371,22 @@ class Proxy:
             after=[self._count_usage(call, request.model, attempt, lambda: accumulator.response.usage)],
         )
 
-    def _stream_decoder(self, upstream: UpstreamCodec) -> StreamDecoder:
+    @staticmethod
+    def _encoded(request: Request, attempt: Attempt, compat: bool) -> dict[str, Any]:
+        """The request in the upstream's protocol: its custom tools as
+        functions where it has none, its tools described in the prompt in
+        compat mode, and the group's extra body fields merged in."""
+        upstream, model = attempt.codec, attempt.target.model
+        shaped = request if upstream.custom_tools else custom_tools_as_functions(request)
+        body = _decoded(lambda: upstream.encode_request(rewrite_request(shaped) if compat else shaped, model))
+        if attempt.shape is not None and attempt.shape.extra_body:
+            merge_body(body, attempt.shape.extra_body)
+        return body
+
+    def _stream_decoder(self, upstream: UpstreamCodec, limits: Limits) -> StreamDecoder:
         decoder = upstream.stream_decoder()
         if isinstance(decoder, RecordDecoder):
-            decoder.framing.max_record = self.config.limits.record_bytes
+            decoder.framing.max_record = limits.record_bytes
         return CheckedDecoder(decoder)
 
     async def _send(
@@ -363,7 +399,8 @@ class Proxy:
     ) -> UpstreamReply:
         headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra_headers or {})}
         headers.update(attempt.codec.auth_headers(attempt.key))
-        headers.update(attempt.provider.headers)
+        if attempt.provider.headers:
+            headers.update(_filled(attempt.provider.headers, attempt.request_id))
         # Each attempt has what is left of the request's deadline, at most its
         # provider's own timeout.
         seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
@@ -372,7 +409,7 @@ class Proxy:
     async def _upstream_error(
         self, reply: UpstreamReply, attempt: Attempt, passthrough: bool, deadline: float
     ) -> Answer:
-        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        content = await reply.read(deadline, attempt.config.limits.answer_bytes)
         error = _error_of(attempt.codec, reply, content)
         if retryable(error):
             raise error
@@ -416,8 +453,9 @@ class Proxy:
         request = _decoded(lambda: client.decode_compact_request(call.body, call.ctx))
         AccessControl.check_model(call.access_key, request.model)
         await self.conversations.resume(request)
-        resolution = routing.resolve(self.config, call.group, request.model)
-        attempt = self._attempt(resolution.targets[0])
+        resolution = routing.resolve(call.config, call.group, request.model)
+        attempt = self._attempt(call.config, resolution.targets[0])
+        attempt.shape, attempt.request_id = resolution.group.shape, call.request_id
         call.alias, call.target = resolution.alias, str(attempt.target)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.compact_path(model)
@@ -440,9 +478,10 @@ class Proxy:
         """The target model's answer to `asked`, whole, encoded as a generate
         request is."""
         upstream, model = attempt.codec, attempt.target.model
-        await prepare_media(asked, upstream, attempt.provider_id, self.config.fetch, self.http)
-        shaped = asked if upstream.custom_tools else custom_tools_as_functions(asked)
-        body = _decoded(lambda: upstream.encode_request(rewrite_request(shaped) if compat else shaped, model))
+        if attempt.shape is not None:
+            asked, _ = shape_request(asked, attempt.shape, attempt.provider_id, model)
+        await prepare_media(asked, upstream, attempt.provider_id, attempt.config.fetch, self.http)
+        body = self._encoded(asked, attempt, compat)
         path = upstream.upstream_path(model, False)
         content = await self._call_once(attempt, path, body, upstream.upstream_headers(asked))
         parsed = _parse_json(content)
@@ -456,7 +495,7 @@ class Proxy:
         client = call.codec
         request = _decoded(lambda: client.decode_count_request(call.body, call.ctx))
         AccessControl.check_model(call.access_key, request.model)
-        attempt = self._first_target(call, request.model)
+        attempt = self._first_target(call, request.model, request)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.count_path(model)
         if path is None:
@@ -502,15 +541,19 @@ class Proxy:
         embedded = upstream_decoded(lambda: upstream.decode_embed_response(parsed))
         return Answer(json=client.encode_embed_response(embedded, request))
 
-    def _first_target(self, call: Call, model: str) -> Attempt:
-        return self._attempt(routing.resolve(self.config, call.group, model).targets[0])
+    def _first_target(self, call: Call, model: str, request: Request | None = None) -> Attempt:
+        resolution = routing.resolve(call.config, call.group, model, request)
+        attempt = self._attempt(call.config, resolution.targets[0])
+        attempt.request_id = call.request_id
+        return attempt
 
     async def _call_once(
         self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None
     ) -> bytes:
-        deadline = time.monotonic() + self.config.deadline
+        config = attempt.config
+        deadline = time.monotonic() + config.deadline
         reply = await self._send(attempt, attempt.provider.base_url + path, dumpb(body), headers, deadline)
-        content = await reply.read(deadline, self.config.limits.answer_bytes)
+        content = await reply.read(deadline, config.limits.answer_bytes)
         if reply.status >= 400:
             raise _error_of(attempt.codec, reply, content)
         return content
@@ -572,6 +615,18 @@ def _error_of(upstream: UpstreamCodec, reply: UpstreamReply, content: bytes) -> 
         return upstream.decode_error(reply.status, content, reply.headers)
     except UNREADABLE:
         return ProxyError(reply.status, f"upstream error {reply.status}")
+
+
+def _filled(headers: Mapping[str, str], request_id: str) -> dict[str, str]:
+    """A provider's extra headers with their placeholders filled: `{uuid}` a
+    new one each time, `{request_id}` the client request's (the same on
+    every attempt)."""
+    filled = {}
+    for name, value in headers.items():
+        if "{" in value:
+            value = value.replace("{request_id}", request_id).replace("{uuid}", str(uuid.uuid4()))
+        filled[name] = value
+    return filled
 
 
 def _forwarded(upstream: UpstreamCodec, headers: Mapping[str, str]) -> dict[str, str]:

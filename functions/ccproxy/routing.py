@@ -1,4 +1,5 @@
-"""From the client's model name to upstream targets: groups and alias globs."""
+"""From the client's request to upstream targets: a group's route rules
+(routing by need), then its alias globs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import Config, Group, Target
+from .config import Config, Group, Need, Target
 from .errors import ProxyError
+from .protocols.common import estimate_tokens, request_text
+from .unified import Image, Request, ToolResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,7 @@ class Resolution:
     alias: str  # the matching alias glob
     model: str  # the client's model name, without any group@ part
     targets: tuple[Target, ...]
+    rule: str | None = None  # the route rule that chose the targets ("route.0: thinking"), if one did
 
 
 _GLOB_CHARS = frozenset("*?[")  # what makes an alias a glob (fnmatch's syntax)
@@ -156,13 +160,22 @@ def group_named(config: Config, name: str) -> Group:
     return group
 
 
-def resolve(config: Config, group_name: str, model: str) -> Resolution:
+def resolve(config: Config, group_name: str, model: str, request: Request | None = None) -> Resolution:
+    """The targets for `model` in the group: those of the first route rule
+    the request meets, else those of the first alias glob that matches.
+    Without a request (embeddings), only rules on the model name apply."""
     explicit, alias_name = split_group(model)
     if explicit is not None:
         group_name = explicit
     group = group_named(config, group_name)
     if not alias_name:
         raise ProxyError(400, "the request names no model", kind="invalid_request", param="model")
+    if group.route:
+        needs = _Needs(alias_name, request)
+        for index, rule in enumerate(group.route):
+            if needs.met(rule.when):
+                name = f"route.{index}"
+                return Resolution(group_name, group, name, alias_name, tuple(rule.targets), f"{name}: {rule.when}")
     alias = _matcher(config, group_name, group).first(alias_name)
     if alias is not None:
         return Resolution(group_name, group, alias, alias_name, tuple(group.models[alias]))
@@ -178,3 +191,52 @@ def resolve(config: Config, group_name: str, model: str) -> Resolution:
 def listed_models(group: Group) -> list[str]:
     """The names a group offers in model listings: its aliases, in order."""
     return list(group.models)
+
+
+class _Needs:
+    """What a request shows, each worked out once and only when a rule asks."""
+
+    def __init__(self, model: str, request: Request | None) -> None:
+        self.model = model
+        self.request = request
+        self._tokens: int | None = None
+
+    def met(self, need: Need) -> bool:
+        request = self.request
+        if need.model is not None and not fnmatch.fnmatchcase(self.model, need.model):
+            return False
+        if need.thinking is not None and (request is None or thinks(request) != need.thinking):
+            return False
+        if need.images is not None and (request is None or has_images(request) != need.images):
+            return False
+        if need.input_tokens_over is not None:
+            if request is None:
+                return False
+            if self._tokens is None:
+                self._tokens = estimate_tokens(request_text(request))
+            if self._tokens <= need.input_tokens_over:
+                return False
+        return True
+
+
+def thinks(request: Request) -> bool:
+    """Whether the client asked the model to think (a budget, an effort
+    above none, or thinking turned on)."""
+    reasoning = request.reasoning
+    if reasoning is None or reasoning.enabled is False:
+        return False
+    if reasoning.budget_tokens is not None:
+        return reasoning.budget_tokens > 0
+    if reasoning.effort is not None:
+        return reasoning.effort != "none"
+    return bool(reasoning.enabled)
+
+
+def has_images(request: Request) -> bool:
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, Image):
+                return True
+            if isinstance(part, ToolResult) and any(isinstance(inner, Image) for inner in part.content):
+                return True
+    return False

@@ -285,6 +285,15 @@ class ShellFake(FakeUpstream):
 
 # ---------------------------------------------------------------- ccproxy
 
+# A group shaped as the README's recipe shapes Claude Code for a small model.
+SHAPE = {
+    "tools": {"keep": ["Bash", "Read", "Edit", "Write", "Glob", "Grep"]},
+    "replace": [{"find": "You are Claude Code, Anthropic's official CLI for Claude.", "with": "You are a coding agent."}],
+    "prompt": [{"mode": "append", "to": "system", "text": "Use one tool at a time. Keep answers short."}],
+    "limits": {"max_tokens": 4096},
+    "defaults": {"temperature": 0.2},
+}
+
 def ccproxy_config(fake_urls: dict[str, str]) -> dict:
     providers, groups = {}, {}
     for p in PROTOCOLS:
@@ -296,6 +305,7 @@ def ccproxy_config(fake_urls: dict[str, str]) -> dict:
         target = [f"up-{p}/{UPSTREAM_MODELS[p]}"]
         groups[f"up-{p}"] = {"models": {"claude-sonnet-4-5": target, "gemini-2.5-flash": target,
                                         f"via-{p}": target, "*": target}}
+        groups[f"shaped-{p}"] = {"shape": SHAPE, "models": {"*": target}}
     default = {f"via-{p}": [f"up-{p}/{UPSTREAM_MODELS[p]}"] for p in PROTOCOLS}
     default["*"] = [f"up-openai/{UPSTREAM_MODELS['openai']}"]
     groups["default"] = {"models": default}
@@ -356,11 +366,14 @@ class Variant:
     agent: str  # claude-code | gemini-cli | opencode | codex
     model: str | None  # what the agent is told (None: its default)
     provider: str = ""  # opencode: ccproxy (openai-compatible) | anthropic | google
+    groups: str = "up"  # the agent's base URL names the group `{groups}-{upstream}`
 
 
 VARIANTS = (
     Variant("cc-claude", "claude-code", "claude-sonnet-4-5"),
     Variant("cc-gemini", "claude-code", "gemini-2.5-flash"),
+    # The README's recipe for a small model: Claude Code's tools and prompt trimmed.
+    Variant("cc-shaped", "claude-code", "claude-sonnet-4-5", groups="shaped"),
     Variant("gemini-cli", "gemini-cli", "gemini-2.5-flash"),
     Variant("gemini-cli-auto", "gemini-cli", None),
     Variant("oc-openai", "opencode", "gpt-4.1", "ccproxy"),
@@ -456,7 +469,7 @@ def run_cell(v: Variant, upstream: str, fake: ShellFake, proxy: CCProxy, scratch
     home.mkdir(parents=True)
     proj.mkdir()
     (proj / "README.md").write_text("hi\n")
-    group = f"up-{upstream}"
+    group = f"{v.groups}-{upstream}"
     command, extra = agent_command(v, f"{proxy.url}/{group}", home, bin_dir)
     env = {"PATH": f"{bin_dir}:{os.path.dirname(shutil.which('node') or '/usr/bin/node')}:/usr/local/bin:/usr/bin:/bin",
            "HOME": str(home), "USER": os.environ.get("USER", "root"), "LANG": "C.UTF-8", "TERM": "dumb",

@@ -177,8 +177,8 @@ def test_a_failing_sink_leaves_the_answer_intact(proxy_url, upstreams, stack, mo
 
 
 def test_sampling_records_only_its_share(proxy_url, upstreams, stack, sink_dir):
-    recorder = stack[2].state.recorder
-    recorder.sample = 0.0
+    logs = stack[2].state.live.config.logs
+    logs.sample = 0.0
     try:
         client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=ACCESS_KEY, max_retries=0)
         for _ in range(3):
@@ -186,4 +186,4 @@ def test_sampling_records_only_its_share(proxy_url, upstreams, stack, sink_dir):
         time.sleep(0.2)
         assert DirectorySink(sink_dir).keys() == []
     finally:
-        recorder.sample = 1.0
+        logs.sample = 1.0

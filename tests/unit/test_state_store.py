@@ -495,3 +495,154 @@ class TestStateStoreFromEnv:
             assert (tmp_path / ".ccproxy" / "state.db").exists()
         finally:
             store.close()
+
+
+class SettingsContract:
+    """Settings (`ccproxy switch`'s active group): small named values every
+    process sharing the store reads; subclasses provide the `store` fixture."""
+
+    def test_a_setting_never_put_is_none(self, store: StateStore) -> None:
+        assert store.get_setting("active_group") is None
+
+    def test_put_replace_and_remove(self, store: StateStore) -> None:
+        store.put_setting("active_group", "second")
+        assert store.get_setting("active_group") == "second"
+        store.put_setting("active_group", "free")
+        assert store.get_setting("active_group") == "free"
+        store.put_setting("active_group", None)
+        assert store.get_setting("active_group") is None
+        store.put_setting("active_group", None)  # removing what is not there is no error
+        assert store.get_setting("active_group") is None
+        store.put_setting("active_group", "second")
+        assert store.get_setting("active_group") == "second"
+
+    def test_settings_are_separate_by_name(self, store: StateStore) -> None:
+        store.put_setting("a", "1")
+        store.put_setting("b", "2")
+        store.put_setting("a", None)
+        assert (store.get_setting("a"), store.get_setting("b")) == (None, "2")
+
+    def test_settings_do_not_mix_with_other_state(self, store: StateStore) -> None:
+        store.put_setting("p#1", "value")
+        store.add_amount("p#1", 3, LATER)
+        store.cool("p#1", NOW + 5, "x")
+        store.put_conversation("p#1", b"conversation", LATER + 60)
+        assert store.get_setting("p#1") == "value"
+        assert store.read_amount("p#1", NOW) == 3
+        assert store.cooldowns(NOW) == [Cooldown("p#1", NOW + 5, "x")]
+        assert store.get_conversation("p#1", LATER) == b"conversation"
+        assert store.next_turn("p#1") == 0
+
+
+class TestMemorySettings(SettingsContract):
+    @pytest.fixture
+    def store(self) -> Iterator[StateStore]:
+        store = MemoryStateStore()
+        yield store
+        store.close()
+
+
+class TestSqliteSettings(SettingsContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[StateStore]:
+        store = SqliteStateStore(tmp_path / "state.db")
+        yield store
+        store.close()
+
+    def test_two_stores_on_one_file_see_each_others_settings(self, tmp_path: Path) -> None:
+        """As two server processes and the `ccproxy switch` command do."""
+        first, second = SqliteStateStore(tmp_path / "state.db"), SqliteStateStore(tmp_path / "state.db")
+        try:
+            first.put_setting("active_group", "second")
+            assert second.get_setting("active_group") == "second"
+            second.put_setting("active_group", "free")
+            assert first.get_setting("active_group") == "free"
+            first.put_setting("active_group", None)
+            assert second.get_setting("active_group") is None
+        finally:
+            first.close()
+            second.close()
+
+    def test_a_store_on_the_loop_reads_what_another_wrote(self, tmp_path: Path) -> None:
+        """The server reads the active group on its event loop."""
+        server, command = SqliteStateStore(tmp_path / "state.db"), SqliteStateStore(tmp_path / "state.db")
+
+        async def on_the_loop() -> str | None:
+            return server.get_setting("active_group")
+
+        try:
+            assert asyncio.run(on_the_loop()) is None
+            command.put_setting("active_group", "second")
+            assert asyncio.run(on_the_loop()) == "second"
+        finally:
+            server.close()
+            command.close()
+
+    def test_settings_outlive_the_store(self, tmp_path: Path) -> None:
+        first = SqliteStateStore(tmp_path / "state.db")
+        first.put_setting("active_group", "second")
+        first.close()
+        second = SqliteStateStore(tmp_path / "state.db")
+        try:
+            assert second.get_setting("active_group") == "second"
+        finally:
+            second.close()
+
+    def test_an_existing_database_gains_the_settings_table(self, tmp_path: Path) -> None:
+        """A state file from before settings: opened, it keeps its state and takes settings."""
+        path = tmp_path / "state.db"
+        old = sqlite3.connect(path)
+        old.executescript(
+            "CREATE TABLE turns (pool TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE cooldowns (entry TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE usage (day TEXT NOT NULL, entry TEXT NOT NULL, requests INTEGER NOT NULL, "
+            "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (day, entry)) WITHOUT ROWID;"
+            "CREATE TABLE amounts (counter TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at REAL NOT NULL) "
+            "WITHOUT ROWID;"
+            "CREATE TABLE conversations (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL NOT NULL);"
+            "INSERT INTO turns VALUES ('p', 7);"
+            "INSERT INTO conversations VALUES ('resp_old', x'6f6c64', 4000000060);"
+        )
+        old.close()
+        store = SqliteStateStore(path)
+        try:
+            assert store.get_setting("active_group") is None
+            store.put_setting("active_group", "second")
+            assert store.get_setting("active_group") == "second"
+            assert store.next_turn("p") == 7
+            assert store.get_conversation("resp_old", LATER) == b"old"
+        finally:
+            store.close()
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT name, value FROM settings").fetchall() == [("active_group", "second")]
+
+    def test_a_put_on_the_loop_meeting_a_lock_is_owed_then_lands(self, tmp_path: Path) -> None:
+        """Another process holding the write lock does not stall the loop:
+        the put is owed, this store reads it back at once, and it lands
+        once the lock is free. A put off the loop meanwhile lands after it."""
+        store = SqliteStateStore(tmp_path / "state.db", loop_busy_ms=5)
+        reader = SqliteStateStore(tmp_path / "state.db")
+        other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+
+            async def on_the_loop() -> tuple[float, str | None]:
+                started = time.monotonic()
+                store.put_setting("active_group", "owed")
+                return time.monotonic() - started, store.get_setting("active_group")
+
+            took, seen = asyncio.run(on_the_loop())
+            assert took < 0.5 and seen == "owed"
+            assert reader.get_setting("active_group") is None  # not landed: the lock is still held
+            release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+            release.start()
+            try:
+                store.put_setting("active_group", "later")  # off the loop: waits for the lock, lands last
+            finally:
+                release.join()
+            assert reader.get_setting("active_group") == "later"
+            assert store.get_setting("active_group") == "later"
+        finally:
+            other.close()
+            reader.close()
+            store.close()

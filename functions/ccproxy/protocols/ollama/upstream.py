@@ -88,7 +88,9 @@ def _encode_user(message: Message) -> dict[str, Any] | None:
     others = [p for p in message.content if isinstance(p, (Text, Image))]
     if not others:
         return None
-    entry: dict[str, Any] = {"role": "user", "content": text_of(others)}
+    # Separate blocks (a reminder and the prompt, injected text) stay apart, as on OpenAI upstreams.
+    text = "\n\n".join(p.text for p in others if isinstance(p, Text) and p.text)
+    entry: dict[str, Any] = {"role": "user", "content": text}
     images = [p.data for p in others if isinstance(p, Image) and p.data]
     if images:
         entry["images"] = images

@@ -25,8 +25,10 @@ class KeyUsage:
 
 class StateStore(ABC):
     """What every process must share: round-robin turns, cooldowns and usage
-    (the key rotation's), and stored conversations (the Responses API's
-    stored responses, kept for a later request to continue).
+    (the key rotation's), stored conversations (the Responses API's
+    stored responses, kept for a later request to continue), and settings
+    (small named values an operator changes while the servers run, such as
+    the group `/switch` routes to).
 
     Conversations are opaque documents of up to tens of MB, named by an id
     the proxy made. The proxy calls `put_conversation`, `get_conversation`
@@ -105,6 +107,16 @@ class StateStore(ABC):
     def delete_conversation(self, conversation_id: str) -> bool:
         """Forget the conversation; False when there was nothing to forget, or
         only one already expired (by the clock). Call it from a worker thread."""
+
+    @abstractmethod
+    def get_setting(self, name: str) -> str | None:
+        """The value last put under `name` by any process sharing the store;
+        None when it was never set, or removed. Settings never expire."""
+
+    @abstractmethod
+    def put_setting(self, name: str, value: str | None) -> None:
+        """Set `name` to `value` for every process sharing the store (the
+        last put wins); None removes it."""
 
     def close(self) -> None:  # noqa: B027  (a store that holds nothing has nothing to release)
         """Release connections; the store is not used afterwards."""

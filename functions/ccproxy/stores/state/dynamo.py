@@ -111,6 +111,7 @@ class DynamoStateStore(StateStore):
       amount#<counter>       n, until, expires_at                a counter (add_amount)
       conv#<id>              gen, chunks, size, stored, until, expires_at[, data]   conversation head
       conv#<id>#<gen>#<n>    gen, n, data, expires_at            chunk n of the put `gen`
+      setting#<name>         value                               a setting (never expires)
 
     TTL deletion is late and best effort, so reads always compare `until` with
     now. Scans are fine for `cooldowns` and `usage`: the table holds a few
@@ -295,6 +296,20 @@ class DynamoStateStore(StateStore):
         ]
         # The prefix of day "2026-01-0" would also match day "2026-01-01".
         return sorted((u for u in found if u.day == day), key=lambda u: u.entry)
+
+    def get_setting(self, name: str) -> str | None:
+        reply = self._client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": f"setting#{name}"}}, ConsistentRead=True
+        )
+        item = reply.get("Item")
+        return item["value"]["S"] if item and "value" in item else None
+
+    def put_setting(self, name: str, value: str | None) -> None:
+        key = {"pk": {"S": f"setting#{name}"}}
+        if value is None:
+            self._client.delete_item(TableName=self.table_name, Key=key)
+        else:
+            self._client.put_item(TableName=self.table_name, Item={**key, "value": {"S": str(value)}})
 
     # ------------------------------------------------------------ conversations
 

@@ -42,6 +42,7 @@ class MemoryStateStore(StateStore):
         # id -> (data, expires_at), oldest put first.
         self._conversations: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._conversation_bytes = 0
+        self._settings: dict[str, str] = {}
         self.max_conversations = max_conversations
         self.max_conversation_bytes = max_conversation_bytes
         self._clock = clock
@@ -124,6 +125,17 @@ class MemoryStateStore(StateStore):
         with self._lock:
             found = self._forget(conversation_id)
             return found is not None and found[1] > self._clock()
+
+    def get_setting(self, name: str) -> str | None:
+        with self._lock:
+            return self._settings.get(name)
+
+    def put_setting(self, name: str, value: str | None) -> None:
+        with self._lock:
+            if value is None:
+                self._settings.pop(name, None)
+            else:
+                self._settings[name] = str(value)
 
     def _forget(self, conversation_id: str) -> tuple[bytes, float] | None:
         found = self._conversations.pop(conversation_id, None)

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS amounts (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS conversations_by_expiry ON conversations (expires_at);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 # RETURNING arrived in SQLite 3.35; upserts (ON CONFLICT DO UPDATE) in 3.24.
@@ -69,6 +70,7 @@ class _OwedBatch:
     cools: dict[str, Cooldown]
     usage: dict[tuple[str, str], tuple[int, int, int]]
     amounts: dict[str, tuple[int, float]]  # counter: (amount, expires_at)
+    settings: dict[str, str | None]  # name: value (None: removed)
 
 
 def _on_event_loop() -> bool:
@@ -121,6 +123,11 @@ class SqliteStateStore(StateStore):
     not: nothing on the request path reads usage back, and the worker sums
     what arrives meanwhile into one transaction.
 
+    Settings are a small write like the others: `put_setting` on the loop
+    with the lock taken is owed (the last value put wins; this process
+    reads it back at once, the others once it lands), and `get_setting`
+    refused a read on the loop answers the value this process last saw.
+
     Bounding the wait (rather than running every call in a thread) keeps the
     common, uncontended call a microsecond-scale local write, less than a
     thread hop, and needs no change to the synchronous interface.
@@ -156,9 +163,10 @@ class SqliteStateStore(StateStore):
         self._lock = threading.Lock()
         self._db = self._connect(loop_busy_ms)
         self._db.execute("PRAGMA synchronous = NORMAL")
-        # Writes owed by calls on the loop that found the lock taken; all
-        # three kinds commute (sums, and a later cooldown wins), so they may
-        # land in any order, together, in one transaction.
+        # Writes owed by calls on the loop that found the lock taken; the
+        # kinds commute (sums, a later cooldown wins, a setting is one name's
+        # last value), so they may land in any order, together, in one
+        # transaction.
         self._owed = threading.Condition(threading.Lock())
         self._turns_owed: dict[str, int] = {}
         self._cools_owed: dict[str, Cooldown] = {}
@@ -168,6 +176,10 @@ class SqliteStateStore(StateStore):
         self._amounts_seen: dict[str, tuple[int, float]] = {}
         self._amounts_owed: dict[str, tuple[int, float]] = {}
         self._amount_adds = 0
+        # Settings this process put on the loop and still owes, and the
+        # values it last read or wrote (what a refused read on the loop answers).
+        self._settings_owed: dict[str, str | None] = {}
+        self._settings_seen: dict[str, str | None] = {}
         self._worker: threading.Thread | None = None
         self._closed = False
         self._settling = 0  # callers waiting for everything owed to land: no batching meanwhile
@@ -410,6 +422,57 @@ class SqliteStateStore(StateStore):
             ).fetchall()
         return [KeyUsage(*row) for row in rows]
 
+    def get_setting(self, name: str) -> str | None:
+        with self._owed:
+            if name in self._settings_owed:
+                return self._settings_owed[name]
+        db, lock, on_loop = self._connection()
+        try:
+            with lock:
+                row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            return self._settings_seen.get(name)
+        value = None if row is None else str(row[0])
+        self._settings_seen[name] = value
+        return value
+
+    def put_setting(self, name: str, value: str | None) -> None:
+        value = None if value is None else str(value)
+        db, lock, on_loop = self._connection()
+        with self._owed:
+            queued = name in self._settings_owed
+            if queued:  # behind a value still owed: written straight away, that one would land after it
+                self._settings_owed[name] = value
+        if queued:
+            self._settings_seen[name] = value
+            self._wake_worker()
+            if not on_loop and not self._settle(self.busy_timeout_ms / 1000):
+                raise sqlite3.OperationalError(f"database is locked: setting {name} not written yet")
+            return
+        try:
+            with self._transaction(db, lock):
+                self._put_setting(db, name, value)
+        except sqlite3.OperationalError as exc:
+            if not (on_loop and _is_busy(exc)):
+                raise
+            with self._owed:
+                self._settings_owed[name] = value
+            self._wake_worker()
+        self._settings_seen[name] = value
+
+    @staticmethod
+    def _put_setting(db: sqlite3.Connection, name: str, value: str | None) -> None:
+        if value is None:
+            db.execute("DELETE FROM settings WHERE name = ?", (name,))
+        else:
+            db.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
     def put_conversation(self, conversation_id: str, data: bytes, expires_at: float) -> None:
         with self._transaction(self._patient, self._patient_lock) as db:
             db.execute(
@@ -466,7 +529,9 @@ class SqliteStateStore(StateStore):
         return found
 
     def _owes(self) -> bool:
-        return bool(self._turns_owed or self._cools_owed or self._usage_owed or self._amounts_owed)
+        return bool(
+            self._turns_owed or self._cools_owed or self._usage_owed or self._amounts_owed or self._settings_owed
+        )
 
     def _wake_worker(self) -> None:
         with self._owed:
@@ -495,9 +560,16 @@ class SqliteStateStore(StateStore):
         """Give usage counted on the loop a moment to pile up (holding the
         condition; it is released while waiting). Owed turns or cooldowns,
         a settle or close end the wait at once, and so do owed counter adds
-        (a limit is read from them)."""
+        (a limit is read from them) and settings (other processes wait for them)."""
         batch_end = time.monotonic() + USAGE_BATCH_SECONDS
-        while not (self._turns_owed or self._cools_owed or self._amounts_owed or self._settling or self._closed):
+        while not (
+            self._turns_owed
+            or self._cools_owed
+            or self._amounts_owed
+            or self._settings_owed
+            or self._settling
+            or self._closed
+        ):
             remaining = batch_end - time.monotonic()
             if remaining <= 0:
                 return
@@ -531,7 +603,11 @@ class SqliteStateStore(StateStore):
                 return None
             self._gather_usage()
             return _OwedBatch(
-                dict(self._turns_owed), dict(self._cools_owed), dict(self._usage_owed), dict(self._amounts_owed)
+                dict(self._turns_owed),
+                dict(self._cools_owed),
+                dict(self._usage_owed),
+                dict(self._amounts_owed),
+                dict(self._settings_owed),
             )
 
     def _write_batch(self, batch: _OwedBatch) -> None:
@@ -544,6 +620,8 @@ class SqliteStateStore(StateStore):
                 self._put_usage(db, day, entry, counts)
             for counter, (amount, expires_at) in batch.amounts.items():
                 self._add_amount(db, counter, amount, expires_at, time.time())
+            for name, value in batch.settings.items():
+                self._put_setting(db, name, value)
 
     def _wait_to_retry(self, exc: Exception, failures: int) -> bool:
         """Back off after a failed write; False when the store has closed
@@ -580,6 +658,10 @@ class SqliteStateStore(StateStore):
                     self._amounts_owed[counter] = (owed - amount, until)
                 else:
                     self._amounts_owed.pop(counter, None)
+            for name, value in batch.settings.items():
+                # Put again meanwhile with another value: that one is still owed.
+                if name in self._settings_owed and self._settings_owed[name] == value:
+                    del self._settings_owed[name]
             self._owed.notify_all()
 
 

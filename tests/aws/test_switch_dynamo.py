@@ -1,0 +1,197 @@
+"""The live active group on AWS, against moto's server over HTTP (boto3
+unpatched): the DynamoDB store's settings, and `ccproxy switch` writing the
+active group to the table, which every instance of the app (each with a
+store of its own, as Lambda instances have) follows within seconds; a new
+instance (a cold start, a redeploy) starts on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from ccproxy.app import Settings, create_app
+from ccproxy.config import parse
+from ccproxy.stores.secrets import NoSecrets
+from ccproxy.stores.state import DynamoStateStore, StateStore
+
+from tests.fakes import UPSTREAM_MODELS, FakeUpstream
+from tests.support.aws import MotoServer, moto_server  # noqa: F401  (the fixture)
+from tests.support.server import CCPROXY, BackgroundServer
+from tests.unit.test_state_store import SettingsContract
+
+ACCESS_KEY = "ccp-switch-aws-0123456789"
+UPSTREAM_KEY = "sk-fake-switch-0123456789"
+GROUPS = ("first", "second")
+# How long every instance may take to follow a switch: a few seconds, by the issue.
+FOLLOW_SECONDS = 8.0
+
+
+class TestDynamoSettings(SettingsContract):
+    @pytest.fixture
+    def store(self, moto_server: MotoServer) -> Iterator[StateStore]:  # noqa: F811
+        store = DynamoStateStore(moto_server.create_state_table(), client=moto_server.client("dynamodb"))
+        yield store
+        store.close()
+
+
+def test_a_setting_is_one_item_without_expiry(moto_server: MotoServer) -> None:  # noqa: F811
+    table = moto_server.create_state_table()
+    one = DynamoStateStore(table, client=moto_server.client("dynamodb"))
+    two = DynamoStateStore(table, client=moto_server.client("dynamodb"))
+    one.put_setting("active_group", "second")
+    assert two.get_setting("active_group") == "second"
+    item = moto_server.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": "setting#active_group"}}, ConsistentRead=True
+    )["Item"]
+    assert item == {"pk": {"S": "setting#active_group"}, "value": {"S": "second"}}  # no expires_at: TTL never takes it
+    two.put_setting("active_group", None)
+    assert one.get_setting("active_group") is None
+    assert "Item" not in moto_server.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": "setting#active_group"}}, ConsistentRead=True
+    )
+
+
+# ------------------------------------------------------------ ccproxy switch
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    fake = FakeUpstream("openai", key=UPSTREAM_KEY)
+    server = BackgroundServer(fake.app).start()
+    yield fake, server.url
+    server.stop()
+    assert fake.violations == []
+
+
+def switch_config(upstream_url: str) -> dict:
+    """Two groups whose aliases differ: `first-*` only in first, `second-*`
+    only in second, so which one answers shows which group served."""
+    target = f"up/{UPSTREAM_MODELS['openai']}"
+    return {
+        "providers": {"up": {"protocol": "openai", "base_url": upstream_url + "/v1", "keys": [UPSTREAM_KEY]}},
+        "groups": {group: {"models": {f"{group}-*": [target]}} for group in GROUPS},
+        "active_group": "first",
+        "access_keys": [ACCESS_KEY],
+    }
+
+
+def serving_group(url: str) -> str | None:
+    """The group /switch routes to: the one whose alias answers 200 (the
+    other group knows no such model: 404)."""
+    answered = []
+    for group in GROUPS:
+        body = {"model": f"{group}-model", "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(url + "/switch/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {ACCESS_KEY}"}, timeout=30)
+        assert reply.status_code in (200, 404), reply.text
+        if reply.status_code == 200:
+            answered.append(group)
+    # Both, while a switch lands between the two requests.
+    return "+".join(answered) or None
+
+
+def wait_for_group(urls: list[str], group: str) -> list[str | None]:
+    """What each instance serves, polled until all serve `group` or the deadline passes."""
+    deadline = time.monotonic() + FOLLOW_SECONDS
+    serving = [serving_group(url) for url in urls]
+    while serving != [group] * len(urls) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        serving = [serving_group(url) for url in urls]
+    return serving
+
+
+def switch(args: list[str], cwd: Path, moto_server: MotoServer, **extra: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCPROXY_")}
+    env.update(moto_server.env)
+    env.update(extra)
+    return subprocess.run([str(CCPROXY), "switch", *args, "--config", str(cwd / "ccproxy.yaml")],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: MotoServer) -> None:  # noqa: F811
+    _, upstream_url = upstream
+    data = switch_config(upstream_url)
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(data))
+    config = parse(data, "switch-config")
+    table = moto_server.create_state_table()
+
+    def instance() -> BackgroundServer:
+        store = DynamoStateStore(table, client=moto_server.client("dynamodb"))
+        return BackgroundServer(create_app(Settings(config=config, secrets=NoSecrets(), state=store))).start()
+
+    instances = [instance(), instance()]
+    try:
+        urls = [server.url for server in instances]
+        assert [serving_group(url) for url in urls] == ["first", "first"]
+        shown = switch([], tmp_path, moto_server, CCPROXY_TABLE=table)
+        assert shown.returncode == 0, shown.stderr
+        assert "active group: first" in shown.stdout and "none switched to" in shown.stdout
+
+        switched = switch(["second"], tmp_path, moto_server, CCPROXY_TABLE=table)
+        assert switched.returncode == 0, switched.stderr
+        assert switched.stdout.startswith("active group: second (was first); every server follows")
+        assert wait_for_group(urls, "second") == ["second", "second"]
+        shown = switch([], tmp_path, moto_server, CCPROXY_TABLE=table)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith("active group: second (switched to") and table in shown.stdout
+
+        # A new instance (a cold start after a redeploy) starts on the switched group.
+        instances.append(instance())
+        assert serving_group(instances[-1].url) == "second"
+
+        unknown = switch(["third"], tmp_path, moto_server, CCPROXY_TABLE=table)
+        assert unknown.returncode == 2
+        assert "no group 'third'" in unknown.stderr and "first, second" in unknown.stderr
+        assert DynamoStateStore(table, client=moto_server.client("dynamodb")).get_setting("active_group") == "second"
+
+        # --table names the table where the environment does not.
+        reset = switch(["--reset", "--table", table], tmp_path, moto_server)
+        assert reset.returncode == 0, reset.stderr
+        assert reset.stdout.startswith("active group: first, the config's active_group (was second)")
+        assert wait_for_group([server.url for server in instances], "first") == ["first"] * 3
+    finally:
+        for server in instances:
+            server.stop()
+    for result in (shown, switched, unknown, reset):
+        assert ACCESS_KEY not in result.stdout + result.stderr and UPSTREAM_KEY not in result.stdout + result.stderr
+
+
+def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: MotoServer) -> None:  # noqa: F811
+    """--stack reads the StateTableName output, as the deployed stack has it."""
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(switch_config("http://127.0.0.1:9")))
+    stack = f"ccproxy-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {
+            "StateTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                },
+            }
+        },
+        "Outputs": {"StateTableName": {"Value": {"Ref": "StateTable"}}},
+    }
+    cloudformation = moto_server.client("cloudformation")
+    cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
+    table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "StateTableName")
+
+    switched = switch(["second", "--stack", stack], tmp_path, moto_server)
+    assert switched.returncode == 0, switched.stderr
+    assert DynamoStateStore(table, client=moto_server.client("dynamodb")).get_setting("active_group") == "second"
+    shown = switch(["--stack", stack, "--region", "us-east-1"], tmp_path, moto_server)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("active group: second (switched to, in the DynamoDB table " + table)
+
+    missing = switch(["second", "--stack", "no-such-stack"], tmp_path, moto_server)
+    assert missing.returncode == 1 and "cannot read stack no-such-stack" in missing.stderr

@@ -1,0 +1,119 @@
+"""LiveConfig: a source is checked at most every `every` seconds; a config
+that does not load, or a source that fails, leaves the old one serving;
+followers hear each new config; the active group is re-read at most every
+ACTIVE_GROUP_SECONDS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from ccproxy.config import Config, ConfigError, parse
+from ccproxy.live import ACTIVE_GROUP_SECONDS, ACTIVE_GROUP_SETTING, ConfigSource, FileSource, LiveConfig
+from ccproxy.stores.state import MemoryStateStore
+
+
+def config(group: str) -> Config:
+    return parse({"groups": {group: {"models": {}}, "other": {"models": {}}}, "active_group": group}, "test")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Scripted(ConfigSource):
+    every = 30.0
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.checks = 0
+
+    def newer(self) -> Config | None:
+        self.checks += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_the_source_is_checked_at_most_every_period_and_followers_hear_the_new_config():
+    clock, source = Clock(), Scripted(None, config("b"))
+    live = LiveConfig(config("a"), source, clock=clock)
+    heard: list[str] = []
+    live.follow(lambda new: heard.append(new.active_group))
+    assert run(live.current()).active_group == "a" and source.checks == 0
+    clock.now += 29.9
+    assert run(live.current()).active_group == "a" and source.checks == 0
+    clock.now += 0.1
+    assert run(live.current()).active_group == "a" and source.checks == 1  # unchanged
+    clock.now += 30
+    assert run(live.current()).active_group == "b" and source.checks == 2
+    assert heard == ["b"]
+
+
+def test_a_bad_config_or_a_failing_source_leaves_the_old_one_serving(caplog):
+    clock = Clock()
+    source = Scripted(ConfigError("s3://bucket/key: groups: unknown key"), RuntimeError("unreachable"), config("c"))
+    live = LiveConfig(config("a"), source, prepare=lambda c: c.model_copy(update={"retries": 7}), clock=clock)
+    with caplog.at_level(logging.INFO, logger="ccproxy"):
+        for _ in range(2):
+            clock.now += 30
+            assert run(live.current()).active_group == "a"
+        clock.now += 30
+        served = run(live.current())
+    assert served.active_group == "c" and served.retries == 7  # prepared before it serves
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("config not reloaded: s3://bucket/key: groups: unknown key" in m for m in messages)
+    assert any("could not be checked" in m for m in messages)
+
+
+def test_a_file_source_sees_a_change_once(tmp_path):
+    path = tmp_path / "ccproxy.yaml"
+    path.write_text("active_group: a\ngroups: {a: {models: {}}}\n")
+    source = FileSource(path)
+    assert source.newer() is None
+    path.write_text("active_group: b\ngroups: {b: {models: {}}}\n")
+    assert source.newer().active_group == "b"
+    assert source.newer() is None
+    path.write_text("groups: [not yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        source.newer()
+    assert source.newer() is None  # reported once, not at every check
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read"):
+        source.newer()
+
+
+def test_the_active_group_is_read_from_the_state_store_at_most_every_period():
+    clock, state = Clock(), MemoryStateStore()
+    served = config("a")
+    live = LiveConfig(served, clock=clock)
+    assert run(live.active_group(state, served)) == "a"
+    state.put_setting(ACTIVE_GROUP_SETTING, "other")
+    assert run(live.active_group(state, served)) == "a"  # the view is fresh enough
+    clock.now += ACTIVE_GROUP_SECONDS
+    assert run(live.active_group(state, served)) == "other"
+    state.put_setting(ACTIVE_GROUP_SETTING, None)
+    clock.now += ACTIVE_GROUP_SECONDS
+    assert run(live.active_group(state, served)) == "a"
+
+
+def test_an_active_group_the_config_lacks_falls_back_to_the_configs_with_a_warning(caplog):
+    clock, state = Clock(), MemoryStateStore()
+    served = config("a")
+    live = LiveConfig(served, clock=clock)
+    state.put_setting(ACTIVE_GROUP_SETTING, "gone")
+    with caplog.at_level(logging.WARNING, logger="ccproxy"):
+        assert run(live.active_group(state, served)) == "a"
+        clock.now += ACTIVE_GROUP_SECONDS
+        assert run(live.active_group(state, served)) == "a"
+    assert sum("'gone'" in r.getMessage() for r in caplog.records) == 1
