@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .command import Stop, stack_output, stack_output_or_stop
 from .config import Config, ConfigError, default_path, load
 from .environment import Environment
 
@@ -139,41 +140,18 @@ def keys(args: argparse.Namespace) -> int:
 SECRET_LIMIT = 65536  # bytes: the most a Secrets Manager secret value holds
 
 
-def _stack_output(stack: str, key: str, region: str | None) -> str | None:
-    import boto3
-
-    reply = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack)
-    for output in reply["Stacks"][0].get("Outputs") or []:
-        if output.get("OutputKey") == key:
-            return output.get("OutputValue")
-    return None
-
-
-class _Stop(Exception):
-    """A command stops here: `message` goes to stderr, `code` is the exit status."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def keys_push(args: argparse.Namespace) -> int:
     """Write the local secrets file into the deployment's secret. Prints key
     fingerprints and counts, never a key."""
     env = Environment.read()
     config_path = _config_path(args, env)
     source = Path(args.file) if args.file else env.secrets_file or config_path.parent / "secrets.json"
-    try:
-        secrets = _read_secrets(source)
-        known = _known_providers(config_path)
-        secret_id = _secret_id(args, env)
-        document = _secret_document(secrets, source)
-        if not args.dry_run:
-            _put_secret(secret_id, document, args.region)
-    except _Stop as stop:
-        if str(stop):
-            print(f"ccproxy: {stop}", file=sys.stderr)
-        return stop.code
+    secrets = _read_secrets(source)
+    known = _known_providers(config_path)
+    secret_id = _secret_id(args, env)
+    document = _secret_document(secrets, source)
+    if not args.dry_run:
+        _put_secret(secret_id, document, args.region)
     _report_push(args, source, secret_id, secrets, known, config_path)
     return 0
 
@@ -186,12 +164,12 @@ def _read_secrets(source: Path) -> Any:
     try:
         return parse_secrets(json.loads(source.read_text()), str(source))
     except FileNotFoundError:
-        raise _Stop(f"no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)") from None
+        raise Stop(f"no secrets file at {source} (give one with --file, or set CCPROXY_SECRETS_FILE)") from None
     except ValueError as exc:
         where = f"line {getattr(exc, 'lineno', '?')}"
-        raise _Stop(f"{source}: not valid JSON ({exc.__class__.__name__}: {where})") from None
+        raise Stop(f"{source}: not valid JSON ({exc.__class__.__name__}: {where})") from None
     except (OSError, SecretsError) as exc:
-        raise _Stop(str(exc)) from None
+        raise Stop(str(exc)) from None
 
 
 def _known_providers(config_path: Path) -> set[str] | None:
@@ -201,7 +179,7 @@ def _known_providers(config_path: Path) -> set[str] | None:
         return None
     config = _load_or_say_why(config_path)
     if config is None:
-        raise _Stop("")  # stderr says why already
+        raise Stop("")  # stderr says why already
     return set(config.providers)
 
 
@@ -210,11 +188,11 @@ def _secret_id(args: argparse.Namespace, env: Environment) -> str:
     if secret_id:
         return secret_id
     try:
-        secret_id = _stack_output(args.stack, "SecretId", args.region)
+        secret_id = stack_output(args.stack, "SecretId", args.region)
     except Exception as exc:  # boto3/botocore errors: credentials, region, missing stack
-        raise _Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
     if not secret_id:
-        raise _Stop(f"stack {args.stack} has no SecretId output; give --secret-id")
+        raise Stop(f"stack {args.stack} has no SecretId output; give --secret-id")
     return secret_id
 
 
@@ -224,7 +202,7 @@ def _secret_document(secrets: Any, source: Path) -> str:
     document = json.dumps(secrets.document(), separators=(",", ":"))
     size = len(document.encode())
     if size > SECRET_LIMIT:
-        raise _Stop(f"{source} is {size} bytes; a secret holds at most {SECRET_LIMIT}")
+        raise Stop(f"{source} is {size} bytes; a secret holds at most {SECRET_LIMIT}")
     return document
 
 
@@ -234,7 +212,7 @@ def _put_secret(secret_id: str, document: str, region: str | None) -> None:
     try:
         boto3.client("secretsmanager", region_name=region).put_secret_value(SecretId=secret_id, SecretString=document)
     except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret
-        raise _Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot write the secret ({type(exc).__name__}: {exc})", 1) from None
 
 
 def _report_push(
@@ -270,7 +248,9 @@ class _SecretsTarget:
         self.secret_id: str | None = None
         self.path: Path | None = None
         if args.secret_id or args.stack:
-            self.secret_id = args.secret_id or _stack_output_or_stop(args.stack, "SecretId", args.region)
+            self.secret_id = args.secret_id or stack_output_or_stop(
+                args.stack, "SecretId", args.region, "give --secret-id"
+            )
         else:
             self.path = Path(args.file) if args.file else env.secrets_file or config_path.parent / "secrets.json"
 
@@ -295,11 +275,11 @@ class _SecretsTarget:
             data = json.loads(text) or {}
             parse_secrets(data, str(self))  # its shape checked before anything is changed
         except SecretsError as exc:
-            raise _Stop(str(exc)) from None
+            raise Stop(str(exc)) from None
         except ValueError:
-            raise _Stop(f"{self}: not valid JSON") from None
+            raise Stop(f"{self}: not valid JSON") from None
         except Exception as exc:  # boto3/botocore errors: credentials, region, missing secret
-            raise _Stop(f"cannot read {self} ({type(exc).__name__}: {exc})", 1) from None
+            raise Stop(f"cannot read {self} ({type(exc).__name__}: {exc})", 1) from None
         data.setdefault("providers", {})
         data.setdefault("access_keys", [])
         return data
@@ -310,7 +290,7 @@ class _SecretsTarget:
 
         document = json.dumps(data, indent=None if self.secret_id else 2)
         if len(document.encode()) > SECRET_LIMIT:
-            raise _Stop(f"the secrets document would be {len(document.encode())} bytes; a secret holds {SECRET_LIMIT}")
+            raise Stop(f"the secrets document would be {len(document.encode())} bytes; a secret holds {SECRET_LIMIT}")
         if self.secret_id:
             _put_secret(self.secret_id, document, self.region)
             return
@@ -323,17 +303,6 @@ class _SecretsTarget:
         os.replace(temporary, self.path)
 
 
-def _stack_output_or_stop(stack: str, key: str, region: str | None, instead: str = "give --secret-id") -> str:
-    """The stack's output `key`; `instead` says what to do where the stack has none."""
-    try:
-        found = _stack_output(stack, key, region)
-    except Exception as exc:  # boto3/botocore errors: credentials, region, missing stack
-        raise _Stop(f"cannot read stack {stack} ({type(exc).__name__}: {exc})", 1) from None
-    if not found:
-        raise _Stop(f"stack {stack} has no {key} output; {instead}")
-    return found
-
-
 def _access_context(args: argparse.Namespace) -> tuple[Environment, Path, Config | None, _SecretsTarget]:
     env = Environment.read()
     config_path = _config_path(args, env)
@@ -341,7 +310,7 @@ def _access_context(args: argparse.Namespace) -> tuple[Environment, Path, Config
     if config_path.exists():
         config = _load_or_say_why(config_path)
         if config is None:
-            raise _Stop("")  # stderr says why already
+            raise Stop("")  # stderr says why already
     return env, config_path, config, _SecretsTarget(args, env, config_path)
 
 
@@ -351,7 +320,7 @@ def _named_keys(data: dict[str, Any], where: str) -> list[Any]:
     try:
         return parse_access_keys(data.get("access_keys") or [], where)
     except ValueError as exc:
-        raise _Stop(str(exc)) from None
+        raise Stop(str(exc)) from None
 
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -365,38 +334,33 @@ def access_add(args: argparse.Namespace) -> int:
 
     from .stores.secrets import AccessKey
 
-    try:
-        if not re.fullmatch(NAME_PATTERN, args.name):
-            raise _Stop(f"a key's name is letters, digits, '.', '_' and '-' (at most 64): not {args.name!r}")
-        expires = None
-        if args.expires:
-            try:
-                expires = datetime.date.fromisoformat(args.expires)
-            except ValueError:
-                raise _Stop(f"--expires: not a date (YYYY-MM-DD): {args.expires!r}") from None
-        for flag in ("rpm", "tokens_per_day"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise _Stop(f"--{flag.replace('_', '-')} must be at least 1")
-        _, _, config, target = _access_context(args)
-        data = target.read()
-        existing = _named_keys(data, str(target)) + (config.resolved_access_keys() if config else [])
-        if any(k.name == args.name for k in existing):
-            raise _Stop(f"an access key named {args.name!r} exists already (revoke it first)")
-        key = AccessKey(
-            args.name,
-            "ccp-" + random_source.token_urlsafe(32),
-            tuple(_split(args.groups)) if args.groups else None,
-            tuple(_split(args.models)) if args.models else None,
-            args.rpm,
-            args.tokens_per_day,
-            expires,
-        )
-        data["access_keys"].append(key.document())
-        target.write(data)
-    except _Stop as stop:
-        if str(stop):
-            print(f"ccproxy: {stop}", file=sys.stderr)
-        return stop.code
+    if not re.fullmatch(NAME_PATTERN, args.name):
+        raise Stop(f"a key's name is letters, digits, '.', '_' and '-' (at most 64): not {args.name!r}")
+    expires = None
+    if args.expires:
+        try:
+            expires = datetime.date.fromisoformat(args.expires)
+        except ValueError:
+            raise Stop(f"--expires: not a date (YYYY-MM-DD): {args.expires!r}") from None
+    for flag in ("rpm", "tokens_per_day"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise Stop(f"--{flag.replace('_', '-')} must be at least 1")
+    _, _, config, target = _access_context(args)
+    data = target.read()
+    existing = _named_keys(data, str(target)) + (config.resolved_access_keys() if config else [])
+    if any(k.name == args.name for k in existing):
+        raise Stop(f"an access key named {args.name!r} exists already (revoke it first)")
+    key = AccessKey(
+        args.name,
+        "ccp-" + random_source.token_urlsafe(32),
+        tuple(_split(args.groups)) if args.groups else None,
+        tuple(_split(args.models)) if args.models else None,
+        args.rpm,
+        args.tokens_per_day,
+        expires,
+    )
+    data["access_keys"].append(key.document())
+    target.write(data)
     print(key.key)
     print(
         f"ccproxy: added access key {key.name} ({key.fingerprint}) to {target}; "
@@ -418,31 +382,26 @@ def access_revoke(args: argparse.Namespace) -> int:
     from .access import revoke
     from .stores.state import state_store_from_env
 
+    env, config_path, config, target = _access_context(args)
+    data = target.read()
+    entries = data["access_keys"]
+    parsed = _named_keys(data, str(target))
+    found = [i for i, key in enumerate(parsed) if key.name == args.name]
+    in_config = [k for k in (config.resolved_access_keys() if config else []) if k.name == args.name]
+    if not found and not in_config:
+        raise Stop(f"no access key named {args.name!r} in {target}", 1)
+    revoked = [parsed[i] for i in found] + in_config
+    if found:
+        # parse_access_keys drops empty entries: map back to the stored list.
+        kept = [e for e in entries if not (e and _entry_name(e) == args.name)]
+        data["access_keys"] = kept
+        target.write(data)
+    state = state_store_from_env(env=env)
     try:
-        env, config_path, config, target = _access_context(args)
-        data = target.read()
-        entries = data["access_keys"]
-        parsed = _named_keys(data, str(target))
-        found = [i for i, key in enumerate(parsed) if key.name == args.name]
-        in_config = [k for k in (config.resolved_access_keys() if config else []) if k.name == args.name]
-        if not found and not in_config:
-            raise _Stop(f"no access key named {args.name!r} in {target}", 1)
-        revoked = [parsed[i] for i in found] + in_config
-        if found:
-            # parse_access_keys drops empty entries: map back to the stored list.
-            kept = [e for e in entries if not (e and _entry_name(e) == args.name)]
-            data["access_keys"] = kept
-            target.write(data)
-        state = state_store_from_env(env=env)
-        try:
-            for key in revoked:
-                revoke(state, key)
-        finally:
-            state.close()
-    except _Stop as stop:
-        if str(stop):
-            print(f"ccproxy: {stop}", file=sys.stderr)
-        return stop.code
+        for key in revoked:
+            revoke(state, key)
+    finally:
+        state.close()
     fingerprints = ", ".join(k.fingerprint for k in revoked)
     print(f"revoked access key {args.name} ({fingerprints})" + (f": removed from {target}" if found else ""))
     if in_config:
@@ -467,13 +426,8 @@ def access_list(args: argparse.Namespace) -> int:
     from .access import revoked_counter, utc_day
     from .stores.state import state_store_from_env
 
-    try:
-        env, _, config, target = _access_context(args)
-        keys = (config.resolved_access_keys() if config else []) + _named_keys(target.read(), str(target))
-    except _Stop as stop:
-        if str(stop):
-            print(f"ccproxy: {stop}", file=sys.stderr)
-        return stop.code
+    env, _, config, target = _access_context(args)
+    keys = (config.resolved_access_keys() if config else []) + _named_keys(target.read(), str(target))
     now = time.time()
     today = utc_day(now)
     state = state_store_from_env(env=env)
@@ -602,7 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Stop as stop:
+        if str(stop):
+            print(f"ccproxy: {stop}", file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":

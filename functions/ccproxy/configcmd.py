@@ -10,31 +10,19 @@ references alone: the bucket holds config, and keys belong in the secret
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from .command import Stop, stack_output_or_stop
 from .environment import Environment
 
 CONFIG_OUTPUT = "ConfigObject"
 
 
-class _Refused(Exception):
-    """The push stops: `message` goes to stderr, `code` is the exit status."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def push(args: argparse.Namespace) -> int:
-    try:
-        path, body = _checked_config(args)
-        bucket, key = _destination(args)
-        etag = _upload(bucket, key, body, args.region)
-    except _Refused as refused:
-        print(f"ccproxy: {refused}", file=sys.stderr)
-        return refused.code
+    path, body = _checked_config(args)
+    bucket, key = _destination(args)
+    etag = _upload(bucket, key, body, args.region)
     from .remote_config import CHECK_SECONDS
 
     print(f"pushed {path} to s3://{bucket}/{key} (ETag {etag.strip(chr(34))})")
@@ -50,14 +38,14 @@ def _checked_config(args: argparse.Namespace) -> tuple[Path, bytes]:
     try:
         body = path.read_bytes()
     except OSError as exc:
-        raise _Refused(f"{path}: cannot read the config file ({exc.strerror})") from None
+        raise Stop(f"{path}: cannot read the config file ({exc.strerror})") from None
     try:
         config = from_text(body, str(path))
     except ConfigError as exc:
-        raise _Refused(f"{exc}; nothing pushed") from None
+        raise Stop(f"{exc}; nothing pushed") from None
     literal = literal_keys(config.providers, config.access_keys)
     if literal:
-        raise _Refused(
+        raise Stop(
             f"{path}: {', '.join(literal)} {'holds' if len(literal) == 1 else 'hold'} a literal key; nothing pushed. "
             "The bucket is for config: name keys as env:NAME here (the functions never read those) and put "
             "the keys themselves in the secret (ccproxy keys push)"
@@ -84,24 +72,19 @@ def _destination(args: argparse.Namespace) -> tuple[str, str]:
     """(bucket, key): from --to, else from the stack's ConfigObject output."""
     if args.to:
         return _s3_url(args.to, "--to")
-    from .cli import _stack_output_or_stop, _Stop
-
-    try:
-        url = _stack_output_or_stop(
-            args.stack,
-            CONFIG_OUTPUT,
-            args.region,
-            "deployed before config push? deploy it again, or give --to s3://BUCKET/KEY",
-        )
-    except _Stop as stop:
-        raise _Refused(str(stop), stop.code) from None
+    url = stack_output_or_stop(
+        args.stack,
+        CONFIG_OUTPUT,
+        args.region,
+        "deployed before config push? deploy it again, or give --to s3://BUCKET/KEY",
+    )
     return _s3_url(url, f"stack {args.stack}'s {CONFIG_OUTPUT} output")
 
 
 def _s3_url(url: str, where: str) -> tuple[str, str]:
     bucket, _, key = url.removeprefix("s3://").partition("/")
     if not url.startswith("s3://") or not bucket or not key or key.endswith("/"):
-        raise _Refused(f"{where}: not an object's s3://bucket/key: {url!r}")
+        raise Stop(f"{where}: not an object's s3://bucket/key: {url!r}")
     return bucket, key
 
 
@@ -111,9 +94,9 @@ def _upload(bucket: str, key: str, body: bytes, region: str | None) -> str:
     try:
         return S3ConfigObject(bucket, key, region=region).put(body)
     except ConfigObjectError as exc:
-        raise _Refused(str(exc)) from None
+        raise Stop(str(exc)) from None
     except Exception as exc:  # boto3/botocore errors: credentials, region, missing bucket
-        raise _Refused(f"cannot write s3://{bucket}/{key} ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot write s3://{bucket}/{key} ({type(exc).__name__}: {exc})", 1) from None
 
 
 def add_parser(commands: Any) -> None:

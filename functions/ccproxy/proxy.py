@@ -497,10 +497,12 @@ class Proxy:
         AccessControl.check_model(call.access_key, request.model)
         attempt = self._first_target(call, request.model, request)
         upstream, model = attempt.codec, attempt.target.model
+        if attempt.shape is not None:  # counted as the upstream will receive it
+            request, _ = shape_request(request, attempt.shape, attempt.provider_id, model)
         path = upstream.count_path(model)
         if path is None:
             return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
-        passthrough = upstream.protocol == client.protocol and call.route.passthrough
+        passthrough = upstream.protocol == client.protocol and call.route.passthrough and attempt.shape is None
         if passthrough:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
@@ -544,7 +546,7 @@ class Proxy:
     def _first_target(self, call: Call, model: str, request: Request | None = None) -> Attempt:
         resolution = routing.resolve(call.config, call.group, model, request)
         attempt = self._attempt(call.config, resolution.targets[0])
-        attempt.request_id = call.request_id
+        attempt.shape, attempt.request_id = resolution.group.shape, call.request_id
         return attempt
 
     async def _call_once(

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .command import Stop, stack_output_or_stop
 from .config import Config, ConfigError, default_path, load
 from .environment import Environment
 from .live import ACTIVE_GROUP_SETTING
@@ -25,34 +26,22 @@ from .stores.state import DynamoStateStore, SqliteStateStore, StateStore, state_
 FOLLOW_NOTE = "every server follows within a few seconds"
 
 
-class _Refused(Exception):
-    """The command stops: the message goes to stderr, `code` is the exit status."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def run(args: argparse.Namespace) -> int:
     env = Environment.read()
     config_path = Path(args.config) if args.config else default_path(env)
+    if args.reset and args.group:
+        raise Stop("give a GROUP or --reset, not both")
+    config = _checked_config(config_path, args.group) if args.group else None
+    state = _state_store(args, env)
     try:
-        if args.reset and args.group:
-            raise _Refused("give a GROUP or --reset, not both")
-        config = _checked_config(config_path, args.group) if args.group else None
-        state = _state_store(args, env)
-        try:
-            if config is not None:
-                _switch(state, args.group, config)
-            elif args.reset:
-                _reset(state, config_path)
-            else:
-                _show(state, config_path)
-        finally:
-            state.close()
-    except _Refused as refused:
-        print(f"ccproxy: {refused}", file=sys.stderr)
-        return refused.code
+        if config is not None:
+            _switch(state, args.group, config)
+        elif args.reset:
+            _reset(state, config_path)
+        else:
+            _show(state, config_path)
+    finally:
+        state.close()
     return 0
 
 
@@ -61,10 +50,10 @@ def _checked_config(config_path: Path, group: str) -> Config:
     try:
         config = load(config_path)
     except ConfigError as exc:
-        raise _Refused(str(exc)) from None
+        raise Stop(str(exc)) from None
     if group not in config.groups:
         known = ", ".join(config.groups) or "none"
-        raise _Refused(f"no group {group!r} in {config_path} (its groups: {known})")
+        raise Stop(f"no group {group!r} in {config_path} (its groups: {known})")
     return config
 
 
@@ -88,16 +77,11 @@ def _state_store(args: argparse.Namespace, env: Environment) -> StateStore:
             env = dataclasses.replace(env, aws_region=args.region)
         return state_store_from_env(env=env)
     except Exception as exc:  # a SQLite file that cannot be opened; boto3's errors: region, endpoint
-        raise _Refused(f"cannot open the state store ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot open the state store ({type(exc).__name__}: {exc})", 1) from None
 
 
 def _stack_table(stack: str, region: str | None) -> str:
-    from .cli import _stack_output_or_stop, _Stop
-
-    try:
-        return _stack_output_or_stop(stack, "StateTableName", region, "give --table")
-    except _Stop as stop:
-        raise _Refused(str(stop), stop.code) from None
+    return stack_output_or_stop(stack, "StateTableName", region, "give --table")
 
 
 def _where(state: StateStore) -> str:
@@ -112,14 +96,14 @@ def _read(state: StateStore) -> str | None:
     try:
         return state.get_setting(ACTIVE_GROUP_SETTING)
     except Exception as exc:  # locked past the busy timeout; boto3's errors: credentials, missing table
-        raise _Refused(f"cannot read the active group from {_where(state)} ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot read the active group from {_where(state)} ({type(exc).__name__}: {exc})", 1) from None
 
 
 def _write(state: StateStore, group: str | None) -> None:
     try:
         state.put_setting(ACTIVE_GROUP_SETTING, group)
     except Exception as exc:  # locked past the busy timeout; boto3's errors: credentials, missing table
-        raise _Refused(f"cannot write the active group to {_where(state)} ({type(exc).__name__}: {exc})", 1) from None
+        raise Stop(f"cannot write the active group to {_where(state)} ({type(exc).__name__}: {exc})", 1) from None
 
 
 def _switch(state: StateStore, group: str, config: Config) -> None:
@@ -148,7 +132,7 @@ def _show(state: StateStore, config_path: Path) -> None:
     chosen = _read(state)
     if chosen is None:
         if config is None:
-            raise _Refused(f"none switched to in {_where(state)}, and {problem}")
+            raise Stop(f"none switched to in {_where(state)}, and {problem}")
         print(f"active group: {config.active_group} (the config's active_group in {config_path}; none switched to)")
         return
     if config is None:

@@ -532,3 +532,21 @@ def test_a_failover_retry_keeps_the_request_id_and_takes_a_new_uuid(proxy_url, u
     assert {failed.json["model"], retried.json["model"]} == {"gpt-first", "gpt-second"}
     (failed_id, failed_uuid), (retried_id, retried_uuid) = placeholders(failed), placeholders(retried)
     assert failed_id == retried_id and failed_uuid != retried_uuid
+
+
+@pytest.mark.parametrize("upstream", ["claude", "gemini"])
+def test_a_token_count_counts_the_request_as_shaped(upstream, proxy_url, upstreams):
+    """Claude Code counts its context before it sends it: the count is of
+    what the upstream would receive (and a shaped group is never passed
+    through, even to an upstream of the client's protocol)."""
+    client = sdk("claude", f"{proxy_url}/shape-{upstream}")
+    tools = [{"name": t["name"], "description": t["description"], "input_schema": t["parameters"]} for t in TOOLS]
+    counted = client.messages.count_tokens(model=alias(upstream), system=SYSTEM, tools=tools,
+                                           messages=[{"role": "user", "content": QUESTION}])
+    assert counted.input_tokens > 0
+    recorded = upstreams[upstream].last
+    assert recorded.path.endswith("count_tokens") or recorded.path.endswith(":countTokens")
+    body = recorded.json if upstream == "claude" else recorded.json["generateContentRequest"]
+    gemini_only = [GEMINI_ONLY] if upstream == "gemini" else []
+    assert system_sent(upstream, body) == "\n\n".join([SYSTEM_BEFORE, REPLACED_SYSTEM, SYSTEM_AFTER, *gemini_only])
+    assert tools_sent(upstream, body) == ["get_weather"]
