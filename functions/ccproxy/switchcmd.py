@@ -142,8 +142,8 @@ def _show(state: StateStore, config_path: Path) -> None:
     print(f"active group: {chosen} (switched to, in {_where(state)}; {config_path} says {config.active_group})")
     if chosen not in config.groups:
         print(
-            f"ccproxy: {chosen!r} is no group of {config_path} (any more): /switch answers 404 "
-            "until you switch to another group or --reset",
+            f"ccproxy: {chosen!r} is no group of {config_path} (any more): /switch serves "
+            f"{config.active_group} until you switch to another group or --reset",
             file=sys.stderr,
         )
 

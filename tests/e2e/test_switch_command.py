@@ -5,6 +5,7 @@ the switched group."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -14,6 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from ccproxy.config import parse
+from ccproxy.live import LiveConfig
+from ccproxy.stores.state import SqliteStateStore
 
 from tests.fakes import UPSTREAM_MODELS, FakeUpstream
 from tests.support.server import CCPROXY, BackgroundServer, start_ccproxy
@@ -131,3 +135,27 @@ def test_a_config_that_does_not_load_is_refused(tmp_path):
     assert refused.returncode == 2
     assert "ccproxy.yaml" in refused.stderr and refused.stdout == ""
     assert not (tmp_path / "state.db").exists()  # nothing written, not even a state file
+
+
+def test_a_switched_group_the_config_dropped_is_named_and_the_configs_group_serves(tmp_path):
+    """Switched to `second`, then the config loses it: `ccproxy switch` says
+    so, and the served /switch falls back to the config's active_group."""
+    config = tmp_path / "ccproxy.yaml"
+    config.write_text(yaml.safe_dump({"groups": {"first": {"models": {}}, "second": {"models": {}}},
+                                      "active_group": "first"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCPROXY_")}
+    env["CCPROXY_STATE"] = str(tmp_path / "state.db")
+    switched = subprocess.run([str(CCPROXY), "switch", "second", "--config", str(config)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30)
+    assert switched.returncode == 0, switched.stderr
+    config.write_text(yaml.safe_dump({"groups": {"first": {"models": {}}}, "active_group": "first"}))
+    shown = subprocess.run([str(CCPROXY), "switch", "--config", str(config)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=30)
+    assert "active group: second" in shown.stdout
+    assert "'second' is no group of" in shown.stderr and "/switch serves first" in shown.stderr
+    served = parse(yaml.safe_load(config.read_text()), "test")
+    state = SqliteStateStore(tmp_path / "state.db")
+    try:
+        assert asyncio.run(LiveConfig(served).active_group(state, served)) == "first"
+    finally:
+        state.close()
