@@ -128,8 +128,14 @@ class LiveConfig:
         except ConfigError as exc:
             log.error("config not reloaded: %s; still serving the one loaded before", exc)
             return False
-        except Exception:  # the source itself failed (S3 unreachable): try again at the next check
-            log.exception("config source %s could not be checked; still serving the one loaded before", source)
+        except Exception as exc:  # the source itself failed (S3 unreachable): try again at the next check
+            # One line, not a traceback: it repeats at every check while the source is down.
+            log.error(
+                "config source %s could not be checked (%s: %s); still serving the one loaded before",
+                source,
+                type(exc).__name__,
+                exc,
+            )
             return False
         self.config = newer
         for follower in self._followers:
