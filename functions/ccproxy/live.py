@@ -99,6 +99,7 @@ class LiveConfig:
         self._followers: list[Callable[[Config], None]] = []
         self._active: tuple[str | None, float] | None = None  # (what the store said, when it was read)
         self._warned: str | None = None  # the missing active group last logged
+        self._checking: asyncio.Task[bool] | None = None  # a check over the network under way
 
     def follow(self, follower: Callable[[Config], None]) -> None:
         """Call `follower` with each new config once it serves."""
@@ -106,9 +107,15 @@ class LiveConfig:
 
     async def current(self) -> Config:
         """The config to serve this request with, after a check of the source
-        when one is due."""
+        when one is due. A check over the network is not waited for: this
+        request is served by the config in hand, and a newer one serves from
+        the request after the check ends (a slow S3 delays no one)."""
         source = self.source
         if source is None or self._clock() - self._checked < source.every:
+            return self.config
+        if source.blocks_on_network:
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.get_running_loop().create_task(self.check())
             return self.config
         await self.check()
         return self.config

@@ -117,3 +117,34 @@ def test_an_active_group_the_config_lacks_falls_back_to_the_configs_with_a_warni
         clock.now += ACTIVE_GROUP_SECONDS
         assert run(live.active_group(state, served)) == "a"
     assert sum("'gone'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_check_over_the_network_is_not_waited_for():
+    """A slow S3 delays no request: the due check runs beside, and the
+    config it brings serves from the request after it ends."""
+    import threading
+
+    release = threading.Event()
+
+    class Slow(ConfigSource):
+        every = 30.0
+        blocks_on_network = True
+
+        def newer(self) -> Config | None:
+            release.wait(5)
+            return config("b")
+
+    async def scenario() -> list[str]:
+        clock = Clock()
+        live = LiveConfig(config("a"), Slow(), clock=clock)
+        clock.now += 30
+        served = [(await live.current()).active_group]  # the check starts; this request does not wait
+        served.append((await live.current()).active_group)  # the same check still runs: no second one
+        release.set()
+        checking = live._checking
+        assert checking is not None
+        assert await asyncio.wait_for(checking, 5) is True
+        served.append((await live.current()).active_group)
+        return served
+
+    assert run(scenario()) == ["a", "a", "b"]
