@@ -100,6 +100,7 @@ class LiveConfig:
         self._active: tuple[str | None, float] | None = None  # (what the store said, when it was read)
         self._warned: str | None = None  # the missing active group last logged
         self._checking: asyncio.Task[bool] | None = None  # a check over the network under way
+        self._reading: asyncio.Task[None] | None = None  # a read of the active group under way
 
     def follow(self, follower: Callable[[Config], None]) -> None:
         """Call `follower` with each new config once it serves."""
@@ -164,22 +165,21 @@ class LiveConfig:
     async def active_group(self, state: StateStore, config: Config) -> str:
         """The group `/switch` routes to: the one `ccproxy switch` wrote to
         the state store, else (or while the config has no such group)
-        `config.active_group`."""
+        `config.active_group`. The first read is waited for (until it, this
+        process does not know the choice); a later one over the network
+        runs beside the request, as a config check does."""
         now = self._clock()
-        cached = self._active
-        if cached is None or now - cached[1] >= ACTIVE_GROUP_SECONDS:
-            self._active = (cached[0] if cached else None, now)  # one read at a time, as above
-            try:
-                if state.blocks_on_network:
-                    chosen = await asyncio.to_thread(state.get_setting, ACTIVE_GROUP_SETTING)
-                else:
-                    chosen = state.get_setting(ACTIVE_GROUP_SETTING)
-            except Exception:
-                log.exception("could not read the active group from the state store; using the last one read")
-            else:
-                self._active = (chosen, now)
-            cached = self._active
-        chosen = cached[0]
+        reading = self._reading
+        if self._active is None:
+            if reading is None or reading.done():
+                reading = self._reading = asyncio.get_running_loop().create_task(self._read_active(state, now))
+            await asyncio.shield(reading)
+        elif now - self._active[1] >= ACTIVE_GROUP_SECONDS and (reading is None or reading.done()):
+            if state.blocks_on_network:
+                self._reading = asyncio.get_running_loop().create_task(self._read_active(state, now))
+            else:  # a local file answers in microseconds
+                await self._read_active(state, now)
+        chosen = self._active[0] if self._active is not None else None
         if chosen is None or chosen in config.groups:
             return chosen or config.active_group
         if chosen != self._warned:
@@ -190,3 +190,16 @@ class LiveConfig:
                 config.active_group,
             )
         return config.active_group
+
+    async def _read_active(self, state: StateStore, now: float) -> None:
+        """What the state store says now; on failure, the last answer stands
+        (none yet: the config's group) until the next read."""
+        try:
+            if state.blocks_on_network:
+                chosen = await asyncio.to_thread(state.get_setting, ACTIVE_GROUP_SETTING)
+            else:
+                chosen = state.get_setting(ACTIVE_GROUP_SETTING)
+        except Exception as exc:
+            log.error("could not read the active group from the state store (%s: %s)", type(exc).__name__, exc)
+            chosen = self._active[0] if self._active is not None else None
+        self._active = (chosen, now)

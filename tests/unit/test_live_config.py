@@ -148,3 +148,38 @@ def test_a_check_over_the_network_is_not_waited_for():
         return served
 
     assert run(scenario()) == ["a", "a", "b"]
+
+
+def test_over_the_network_the_first_read_is_awaited_and_later_ones_run_beside():
+    """A fresh Lambda instance must not serve the config's group while its
+    first read of the switch is under way, even to concurrent requests;
+    once it knows, a stale view is refreshed without holding anyone up."""
+
+    class Remote(MemoryStateStore):
+        blocks_on_network = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def get_setting(self, name: str) -> str | None:
+            self.reads += 1
+            return super().get_setting(name)
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        clock, state = Clock(), Remote()
+        served = config("a")
+        state.put_setting(ACTIVE_GROUP_SETTING, "other")
+        live = LiveConfig(served, clock=clock)
+        first = await asyncio.gather(*(live.active_group(state, served) for _ in range(3)))
+        state.put_setting(ACTIVE_GROUP_SETTING, None)
+        clock.now += ACTIVE_GROUP_SECONDS
+        later = [await live.active_group(state, served)]  # the refresh starts; this request keeps the view
+        reading = live._reading
+        assert reading is not None
+        await reading
+        later.append(await live.active_group(state, served))
+        return first, later, state.reads
+
+    first, later, reads = run(scenario())
+    assert first == ["other"] * 3 and later == ["other", "a"] and reads == 2
