@@ -180,6 +180,9 @@ class Need(_Strict):
 class RouteRule(_Strict):
     when: Need
     targets: list[Target]
+    # Shaping for the requests this rule takes, instead of the group's (a
+    # small model for background calls wants fewer tools than the main one).
+    shape: Shape | None = None
 
     @field_validator("when", mode="before")
     @classmethod

@@ -180,7 +180,7 @@ class Proxy:
                 entry.key,
                 config,
                 entry,
-                resolution.group.shape,
+                resolution.shape,
                 call.request_id,
             )
             compat = use_compat(resolution.group.tool_mode, call.compat_prefix, provider)
@@ -455,7 +455,7 @@ class Proxy:
         await self.conversations.resume(request)
         resolution = routing.resolve(call.config, call.group, request.model)
         attempt = self._attempt(call.config, resolution.targets[0])
-        attempt.shape, attempt.request_id = resolution.group.shape, call.request_id
+        attempt.shape, attempt.request_id = resolution.shape, call.request_id
         call.alias, call.target = resolution.alias, str(attempt.target)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.compact_path(model)
@@ -546,7 +546,7 @@ class Proxy:
     def _first_target(self, call: Call, model: str, request: Request | None = None) -> Attempt:
         resolution = routing.resolve(call.config, call.group, model, request)
         attempt = self._attempt(call.config, resolution.targets[0])
-        attempt.shape, attempt.request_id = resolution.group.shape, call.request_id
+        attempt.shape, attempt.request_id = resolution.shape, call.request_id
         return attempt
 
     async def _call_once(

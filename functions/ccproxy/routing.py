@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import Config, Group, Need, Target
+from .config import Config, Group, Need, Shape, Target
 from .errors import ProxyError
 from .protocols.common import estimate_tokens, request_text
 from .unified import Image, Request, ToolResult
@@ -23,6 +23,9 @@ class Resolution:
     model: str  # the client's model name, without any group@ part
     targets: tuple[Target, ...]
     rule: str | None = None  # the route rule that chose the targets ("route.0: thinking"), if one did
+    # What is changed in the request: the choosing rule's own shape where it
+    # has one, else the group's.
+    shape: Shape | None = None
 
 
 _GLOB_CHARS = frozenset("*?[")  # what makes an alias a glob (fnmatch's syntax)
@@ -175,10 +178,13 @@ def resolve(config: Config, group_name: str, model: str, request: Request | None
         for index, rule in enumerate(group.route):
             if needs.met(rule.when):
                 name = f"route.{index}"
-                return Resolution(group_name, group, name, alias_name, tuple(rule.targets), f"{name}: {rule.when}")
+                shape = rule.shape if rule.shape is not None else group.shape
+                return Resolution(
+                    group_name, group, name, alias_name, tuple(rule.targets), f"{name}: {rule.when}", shape
+                )
     alias = _matcher(config, group_name, group).first(alias_name)
     if alias is not None:
-        return Resolution(group_name, group, alias, alias_name, tuple(group.models[alias]))
+        return Resolution(group_name, group, alias, alias_name, tuple(group.models[alias]), shape=group.shape)
     aliases = ", ".join(group.models) or "none"
     raise ProxyError(
         404,

@@ -97,6 +97,13 @@ def shaping_config(urls: dict[str, str]) -> dict[str, Any]:
         "effort": {"shape": {"defaults": {"reasoning_effort": "high"}}, "models": models},
         "budget": {"shape": {"defaults": {"thinking_budget": 2048}}, "models": models},
         "routed": {"route": ROUTE, "models": ROUTED_MODELS},
+        # A rule with a shape of its own: it replaces the group's for the requests the rule takes.
+        "per-rule": {
+            "shape": {"tools": {"drop": ["get_t*"]}},
+            "route": [{"when": {"model": "claude-haiku-*"}, "targets": [f"up-ollama/{UPSTREAM_MODELS['ollama']}"],
+                       "shape": {"tools": {"drop": ["*"]}, "prompt": [{"mode": "replace", "to": "system", "text": "BACKGROUND"}]}}],
+            "models": {"*": [f"up-ollama/{UPSTREAM_MODELS['ollama']}"]},
+        },
     }
     for protocol in PROTOCOLS:
         groups[f"shape-{protocol}"] = {"shape": shaped_group(protocol), "models": models}
@@ -499,6 +506,20 @@ def test_route_rules_choose_the_target(request_, expected, proxy_url, upstreams,
     assert sent_model(upstream, upstreams[upstream].last) == upstream_model
     assert (record["route_rule"], record["alias"], record["model"]) == (rule, alias_, model)
     assert record["target"]["model"] == upstream_model and record["shaping"] == []
+
+
+def test_a_rules_own_shape_replaces_the_groups_for_what_it_takes(proxy_url, upstreams, sink):
+    ask("claude", f"{proxy_url}/per-rule", "claude-haiku-4-5")
+    background = received(upstreams, "ollama")
+    record = the_record(sink)
+    assert system_sent("ollama", background) == "BACKGROUND" and tools_sent("ollama", background) == []
+    assert record["route_rule"] == "route.0: model claude-haiku-*" and record["shaping"] == ["prompt[0]", "tools"]
+    ask("claude", f"{proxy_url}/per-rule", "claude-sonnet-4-6")
+    main = received(upstreams, "ollama")
+    assert system_sent("ollama", main) == SYSTEM and tools_sent("ollama", main) == ["get_weather"]
+    deadline = time.monotonic() + 10
+    while len(sink.keys()) < 2 and time.monotonic() < deadline:  # its record lands in this test's sink
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------- 4. provider headers

@@ -449,3 +449,21 @@ def test_a_bad_rule_is_refused_when_the_config_loads(when, message):
     with pytest.raises(ConfigError) as raised:
         routed_config([{"when": when, "targets": ["p/x"]}])
     assert message in str(raised.value)
+
+
+def test_a_rules_own_shape_is_chosen_over_the_groups():
+    from ccproxy import routing
+    from ccproxy.config import parse
+
+    config = parse({
+        "providers": {"p": {"protocol": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "groups": {"g": {
+            "shape": {"limits": {"max_tokens": 100}},
+            "route": [{"when": {"model": "small-*"}, "targets": ["p/s"], "shape": {"limits": {"max_tokens": 10}}},
+                      {"when": {"model": "bare-*"}, "targets": ["p/b"]}],
+            "models": {"*": ["p/m"]},
+        }},
+        "active_group": "g",
+    }, "test")
+    shapes = {model: routing.resolve(config, "g", model).shape for model in ("small-1", "bare-1", "other")}
+    assert {model: shape.limits.max_tokens for model, shape in shapes.items()} == {"small-1": 10, "bare-1": 100, "other": 100}
