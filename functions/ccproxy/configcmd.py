@@ -53,14 +53,26 @@ def _checked_config(args: argparse.Namespace) -> tuple[Path, bytes]:
     return path, body
 
 
+# Headers that carry credentials: a literal value of one is a key in the config.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"}
+)
+
+
 def literal_keys(providers: dict[str, Any], access_keys: list[Any]) -> list[str]:
     """Where the config holds a key itself rather than an `env:` reference,
-    by place (never by value)."""
+    by place (never by value): provider keys, credential headers, a proxy
+    URL with a password, access keys."""
     found = []
     for provider_id, provider in providers.items():
         for index, key in enumerate(provider.keys):
             if key and not key.startswith("env:"):
                 found.append(f"providers.{provider_id}.keys[{index}]")
+        for name in provider.headers:
+            if name.lower() in CREDENTIAL_HEADERS:
+                found.append(f"providers.{provider_id}.headers.{name}")
+        if provider.proxy and "@" in provider.proxy.partition("://")[2].partition("/")[0]:
+            found.append(f"providers.{provider_id}.proxy")
     for index, entry in enumerate(access_keys):
         key = entry.get("key") if isinstance(entry, dict) else entry
         if isinstance(key, str) and key and not key.startswith("env:"):

@@ -133,11 +133,15 @@ def test_a_bad_config_is_refused_and_nothing_uploaded(deployment, config_file, m
 def test_a_config_with_a_literal_key_is_refused_without_showing_it(deployment, config_file, moto_server):  # noqa: F811
     config = yaml.safe_load(config_file.read_text())
     config["providers"]["up-openai"]["keys"] = ["env:OPENAI_API_KEY", LITERAL_KEY]
+    config["providers"]["up-openai"]["headers"] = {"X-Trace": "{uuid}", "X-Api-Key": LITERAL_KEY}
+    config["providers"]["up-openai"]["proxy"] = f"http://user:{LITERAL_KEY}@127.0.0.1:3128"
     config["access_keys"] = ["env:CCPROXY_ACCESS_KEY", {"name": "laptop", "key": LITERAL_ACCESS_KEY}]
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     result = run(["config", "push", "--to", f"s3://{deployment.bucket}/{KEY}"], config_file.parent, moto_server)
     assert result.returncode == 2
     assert "providers.up-openai.keys[1]" in result.stderr and "access_keys[1]" in result.stderr
+    assert "providers.up-openai.headers.X-Api-Key" in result.stderr and "providers.up-openai.proxy" in result.stderr
+    assert "X-Trace" not in result.stderr
     assert "env:NAME" in result.stderr and "secret" in result.stderr
     assert "keys[0]" not in result.stderr and "access_keys[0]" not in result.stderr  # env: references are fine
     output = result.stdout + result.stderr
