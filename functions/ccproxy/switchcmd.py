@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .command import Stop, stack_output_or_stop
-from .config import Config, ConfigError, default_path, load
+from .config import Config, ConfigError, default_path, from_text, load
 from .environment import Environment
 from .live import ACTIVE_GROUP_SETTING
 from .stores.state import DynamoStateStore, SqliteStateStore, StateStore, state_store_from_env
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else default_path(env)
     if args.reset and args.group:
         raise Stop("give a GROUP or --reset, not both")
-    config = _checked_config(config_path, args.group) if args.group else None
+    config = _checked_config(_served_config(args, config_path), args.group) if args.group else None
     state = _state_store(args, env)
     try:
         if config is not None:
@@ -45,15 +46,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_config(config_path: Path, group: str) -> Config:
-    """The config, once it is known to have `group`."""
+def _served_config(args: argparse.Namespace, config_path: Path) -> tuple[str, Callable[[], Config]]:
+    """Where the groups a switch may choose are: with --stack, the config
+    pushed to it (`ccproxy config push`) if there is one, which is what its
+    functions serve; else the local file. As (its name, how to load it)."""
+    if args.stack:
+        pushed = _pushed_config(args.stack, args.region)
+        if pushed is not None:
+            return pushed
+    return str(config_path), lambda: load(config_path)
+
+
+def _pushed_config(stack: str, region: str | None) -> tuple[str, Callable[[], Config]] | None:
+    from .command import stack_output
+    from .stores.config_object import ConfigObjectError, Pushed, S3ConfigObject
+
     try:
-        config = load(config_path)
+        url = stack_output(stack, "ConfigObject", region)
+    except Exception as exc:  # boto3's errors: credentials, region, missing stack
+        raise Stop(f"cannot read stack {stack} ({type(exc).__name__}: {exc})", 1) from None
+    if url is None:  # a stack deployed before config push: its packaged file is the local one
+        return None
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    try:
+        found = S3ConfigObject(bucket, key, region=region).read_if_changed(None)
+    except ConfigObjectError as exc:
+        raise Stop(str(exc), 1) from None
+    except Exception as exc:  # boto3's errors: credentials, region
+        raise Stop(f"cannot read the config pushed to {url} ({type(exc).__name__}: {exc})", 1) from None
+    if not isinstance(found, Pushed):
+        return None  # nothing pushed: the functions serve the packaged file
+    return url, lambda: from_text(found.body, url)
+
+
+def _checked_config(served: tuple[str, Callable[[], Config]], group: str) -> Config:
+    """The config, once it is known to have `group`."""
+    where, read = served
+    try:
+        config = read()
     except ConfigError as exc:
         raise Stop(str(exc)) from None
     if group not in config.groups:
         known = ", ".join(config.groups) or "none"
-        raise Stop(f"no group {group!r} in {config_path} (its groups: {known})")
+        raise Stop(f"no group {group!r} in {where} (its groups: {known})")
     return config
 
 

@@ -195,3 +195,40 @@ def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: Moto
 
     missing = switch(["second", "--stack", "no-such-stack"], tmp_path, moto_server)
     assert missing.returncode == 1 and "cannot read stack no-such-stack" in missing.stderr
+
+
+def test_switch_with_a_stack_checks_the_group_against_the_config_pushed_to_it(tmp_path, moto_server: MotoServer) -> None:  # noqa: F811
+    """The functions serve the pushed config, so that is where the group must
+    be: `third` exists only there, `second` only in the local file."""
+    local = switch_config("http://127.0.0.1:9")
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(local))
+    pushed = {**local, "groups": {"first": local["groups"]["first"], "third": local["groups"]["second"]}}
+    bucket, key = f"logs-{uuid.uuid4().hex[:8]}", "config/ccproxy.yaml"
+    s3 = moto_server.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    stack = f"ccproxy-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {
+            "StateTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                },
+            }
+        },
+        "Outputs": {"StateTableName": {"Value": {"Ref": "StateTable"}},
+                    "ConfigObject": {"Value": f"s3://{bucket}/{key}"}},
+    }
+    moto_server.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))
+
+    # Nothing pushed yet: the functions serve the packaged file, the local one.
+    assert switch(["second", "--stack", stack], tmp_path, moto_server).returncode == 0
+    s3.put_object(Bucket=bucket, Key=key, Body=yaml.safe_dump(pushed).encode())
+    refused = switch(["second", "--stack", stack], tmp_path, moto_server)
+    assert refused.returncode == 2
+    assert f"no group 'second' in s3://{bucket}/{key} (its groups: first, third)" in refused.stderr
+    switched = switch(["third", "--stack", stack], tmp_path, moto_server)
+    assert switched.returncode == 0, switched.stderr
+    assert switched.stdout.startswith("active group: third (was second)")
