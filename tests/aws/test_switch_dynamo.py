@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from ccproxy.app import Settings, create_app
@@ -22,16 +20,14 @@ from ccproxy.config import parse
 from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import DynamoStateStore, StateStore
 
-from tests.fakes import UPSTREAM_MODELS, FakeUpstream
+from tests.fakes import FakeUpstream
 from tests.support.aws import MotoServer, moto_server  # noqa: F401  (the fixture)
 from tests.support.server import CCPROXY, BackgroundServer
+from tests.support.switching import serving_group, switch_config, wait_for_group
 from tests.unit.test_state_store import SettingsContract
 
 ACCESS_KEY = "ccp-switch-aws-0123456789"
 UPSTREAM_KEY = "sk-fake-switch-0123456789"
-GROUPS = ("first", "second")
-# How long every instance may take to follow a switch: a few seconds, by the issue.
-FOLLOW_SECONDS = 8.0
 
 
 class TestDynamoSettings(SettingsContract):
@@ -71,41 +67,10 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
     assert fake.violations == []
 
 
-def switch_config(upstream_url: str) -> dict:
-    """Two groups whose aliases differ: `first-*` only in first, `second-*`
-    only in second, so which one answers shows which group served."""
-    target = f"up/{UPSTREAM_MODELS['openai']}"
-    return {
-        "providers": {"up": {"protocol": "openai", "base_url": upstream_url + "/v1", "keys": [UPSTREAM_KEY]}},
-        "groups": {group: {"models": {f"{group}-*": [target]}} for group in GROUPS},
-        "active_group": "first",
-        "access_keys": [ACCESS_KEY],
-    }
 
 
-def serving_group(url: str) -> str | None:
-    """The group /switch routes to: the one whose alias answers 200 (the
-    other group knows no such model: 404)."""
-    answered = []
-    for group in GROUPS:
-        body = {"model": f"{group}-model", "messages": [{"role": "user", "content": "hi"}]}
-        reply = httpx.post(url + "/switch/v1/chat/completions", json=body,
-                           headers={"authorization": f"Bearer {ACCESS_KEY}"}, timeout=30)
-        assert reply.status_code in (200, 404), reply.text
-        if reply.status_code == 200:
-            answered.append(group)
-    # Both, while a switch lands between the two requests.
-    return "+".join(answered) or None
 
 
-def wait_for_group(urls: list[str], group: str) -> list[str | None]:
-    """What each instance serves, polled until all serve `group` or the deadline passes."""
-    deadline = time.monotonic() + FOLLOW_SECONDS
-    serving = [serving_group(url) for url in urls]
-    while serving != [group] * len(urls) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        serving = [serving_group(url) for url in urls]
-    return serving
 
 
 def switch(args: list[str], cwd: Path, moto_server: MotoServer, **extra: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
@@ -118,7 +83,7 @@ def switch(args: list[str], cwd: Path, moto_server: MotoServer, **extra: str) ->
 
 def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: MotoServer) -> None:  # noqa: F811
     _, upstream_url = upstream
-    data = switch_config(upstream_url)
+    data = switch_config(upstream_url, ACCESS_KEY, UPSTREAM_KEY)
     (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(data))
     config = parse(data, "switch-config")
     table = moto_server.create_state_table()
@@ -130,7 +95,7 @@ def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: 
     instances = [instance(), instance()]
     try:
         urls = [server.url for server in instances]
-        assert [serving_group(url) for url in urls] == ["first", "first"]
+        assert [serving_group(url, ACCESS_KEY) for url in urls] == ["first", "first"]
         shown = switch([], tmp_path, moto_server, CCPROXY_TABLE=table)
         assert shown.returncode == 0, shown.stderr
         assert "active group: first" in shown.stdout and "none switched to" in shown.stdout
@@ -138,14 +103,14 @@ def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: 
         switched = switch(["second"], tmp_path, moto_server, CCPROXY_TABLE=table)
         assert switched.returncode == 0, switched.stderr
         assert switched.stdout.startswith("active group: second (was first); every server follows")
-        assert wait_for_group(urls, "second") == ["second", "second"]
+        assert wait_for_group(urls, "second", ACCESS_KEY) == ["second", "second"]
         shown = switch([], tmp_path, moto_server, CCPROXY_TABLE=table)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith("active group: second (switched to") and table in shown.stdout
 
         # A new instance (a cold start after a redeploy) starts on the switched group.
         instances.append(instance())
-        assert serving_group(instances[-1].url) == "second"
+        assert serving_group(instances[-1].url, ACCESS_KEY) == "second"
 
         unknown = switch(["third"], tmp_path, moto_server, CCPROXY_TABLE=table)
         assert unknown.returncode == 2
@@ -156,7 +121,7 @@ def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: 
         reset = switch(["--reset", "--table", table], tmp_path, moto_server)
         assert reset.returncode == 0, reset.stderr
         assert reset.stdout.startswith("active group: first, the config's active_group (was second)")
-        assert wait_for_group([server.url for server in instances], "first") == ["first"] * 3
+        assert wait_for_group([server.url for server in instances], "first", ACCESS_KEY) == ["first"] * 3
     finally:
         for server in instances:
             server.stop()
@@ -164,9 +129,9 @@ def test_every_instance_follows_ccproxy_switch(tmp_path, upstream, moto_server: 
         assert ACCESS_KEY not in result.stdout + result.stderr and UPSTREAM_KEY not in result.stdout + result.stderr
 
 
-def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: MotoServer) -> None:  # noqa: F811
-    """--stack reads the StateTableName output, as the deployed stack has it."""
-    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(switch_config("http://127.0.0.1:9")))
+def deployed_stack(moto_server: MotoServer, **outputs: dict) -> tuple[str, str]:  # noqa: F811
+    """A stack with the state table and its StateTableName output (plus
+    `outputs`), as the deployed stack has them: (its name, the table's)."""
     stack = f"ccproxy-{uuid.uuid4().hex[:8]}"
     template = {
         "Resources": {
@@ -179,12 +144,18 @@ def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: Moto
                 },
             }
         },
-        "Outputs": {"StateTableName": {"Value": {"Ref": "StateTable"}}},
+        "Outputs": {"StateTableName": {"Value": {"Ref": "StateTable"}}, **outputs},
     }
     cloudformation = moto_server.client("cloudformation")
     cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
-    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
-    table = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "StateTableName")
+    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
+    return stack, next(o["OutputValue"] for o in described if o["OutputKey"] == "StateTableName")
+
+
+def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: MotoServer) -> None:  # noqa: F811
+    """--stack reads the StateTableName output, as the deployed stack has it."""
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(switch_config("http://127.0.0.1:9", ACCESS_KEY, UPSTREAM_KEY)))
+    stack, table = deployed_stack(moto_server)
 
     switched = switch(["second", "--stack", stack], tmp_path, moto_server)
     assert switched.returncode == 0, switched.stderr
@@ -200,28 +171,13 @@ def test_switch_finds_the_table_in_the_stack_outputs(tmp_path, moto_server: Moto
 def test_switch_with_a_stack_checks_the_group_against_the_config_pushed_to_it(tmp_path, moto_server: MotoServer) -> None:  # noqa: F811
     """The functions serve the pushed config, so that is where the group must
     be: `third` exists only there, `second` only in the local file."""
-    local = switch_config("http://127.0.0.1:9")
+    local = switch_config("http://127.0.0.1:9", ACCESS_KEY, UPSTREAM_KEY)
     (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(local))
     pushed = {**local, "groups": {"first": local["groups"]["first"], "third": local["groups"]["second"]}}
     bucket, key = f"logs-{uuid.uuid4().hex[:8]}", "config/ccproxy.yaml"
     s3 = moto_server.client("s3")
     s3.create_bucket(Bucket=bucket)
-    stack = f"ccproxy-{uuid.uuid4().hex[:8]}"
-    template = {
-        "Resources": {
-            "StateTable": {
-                "Type": "AWS::DynamoDB::Table",
-                "Properties": {
-                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                    "BillingMode": "PAY_PER_REQUEST",
-                },
-            }
-        },
-        "Outputs": {"StateTableName": {"Value": {"Ref": "StateTable"}},
-                    "ConfigObject": {"Value": f"s3://{bucket}/{key}"}},
-    }
-    moto_server.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    stack, _ = deployed_stack(moto_server, ConfigObject={"Value": f"s3://{bucket}/{key}"})
 
     # Nothing pushed yet: the functions serve the packaged file, the local one.
     assert switch(["second", "--stack", stack], tmp_path, moto_server).returncode == 0

@@ -8,25 +8,21 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from ccproxy.config import parse
 from ccproxy.live import LiveConfig
 from ccproxy.stores.state import SqliteStateStore
 
-from tests.fakes import UPSTREAM_MODELS, FakeUpstream
+from tests.fakes import FakeUpstream
 from tests.support.server import CCPROXY, BackgroundServer, start_ccproxy
+from tests.support.switching import serving_group, switch_config, wait_for_group
 
 ACCESS_KEY = "ccp-e2e-switch-0123456789"
 UPSTREAM_KEY = "sk-e2e-switch-0123456789"
-GROUPS = ("first", "second")
-# How long every server may take to follow a switch: a few seconds, by the issue.
-FOLLOW_SECONDS = 8.0
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
@@ -40,29 +36,8 @@ def switch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
                           env=environment(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=30)
 
 
-def serving_group(url: str) -> str | None:
-    """The group /switch routes to: `first-*` models exist only in first,
-    `second-*` only in second (the other answers 404)."""
-    answered = []
-    for group in GROUPS:
-        body = {"model": f"{group}-model", "messages": [{"role": "user", "content": "hi"}]}
-        reply = httpx.post(url + "/switch/v1/chat/completions", json=body,
-                           headers={"authorization": f"Bearer {ACCESS_KEY}"}, timeout=30)
-        assert reply.status_code in (200, 404), reply.text
-        if reply.status_code == 200:
-            answered.append(group)
-    # Both, while a switch lands between the two requests.
-    return "+".join(answered) or None
 
 
-def wait_for_group(urls: list[str], group: str) -> list[str | None]:
-    """What each server serves, polled until all serve `group` or the deadline passes."""
-    deadline = time.monotonic() + FOLLOW_SECONDS
-    serving = [serving_group(url) for url in urls]
-    while serving != [group] * len(urls) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        serving = [serving_group(url) for url in urls]
-    return serving
 
 
 @pytest.fixture
@@ -71,14 +46,7 @@ def servers(tmp_path) -> Iterator[list[tuple[subprocess.Popen, str]]]:
     the list may be changed (a restarted server) and is stopped whole."""
     fake = FakeUpstream("openai", key=UPSTREAM_KEY)
     upstream = BackgroundServer(fake.app).start()
-    target = f"up/{UPSTREAM_MODELS['openai']}"
-    config = {
-        "providers": {"up": {"protocol": "openai", "base_url": upstream.url + "/v1", "keys": [UPSTREAM_KEY]}},
-        "groups": {group: {"models": {f"{group}-*": [target]}} for group in GROUPS},
-        "active_group": "first",
-        "access_keys": [ACCESS_KEY],
-    }
-    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "ccproxy.yaml").write_text(yaml.safe_dump(switch_config(upstream.url, ACCESS_KEY, UPSTREAM_KEY)))
     running = [start_ccproxy(tmp_path / "ccproxy.yaml", environment(tmp_path), tmp_path, "--quiet") for _ in range(2)]
     try:
         yield running
@@ -92,7 +60,7 @@ def servers(tmp_path) -> Iterator[list[tuple[subprocess.Popen, str]]]:
 
 def test_every_server_follows_ccproxy_switch_and_keeps_it_across_a_restart(tmp_path, servers):
     urls = [url for _, url in servers]
-    assert [serving_group(url) for url in urls] == ["first", "first"]
+    assert [serving_group(url, ACCESS_KEY) for url in urls] == ["first", "first"]
     shown = switch([], tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("active group: first (the config's active_group") and "none switched to" in shown.stdout
@@ -100,7 +68,7 @@ def test_every_server_follows_ccproxy_switch_and_keeps_it_across_a_restart(tmp_p
     switched = switch(["second"], tmp_path)
     assert switched.returncode == 0, switched.stderr
     assert switched.stdout.strip() == "active group: second (was first); every server follows within a few seconds"
-    assert wait_for_group(urls, "second") == ["second", "second"]
+    assert wait_for_group(urls, "second", ACCESS_KEY) == ["second", "second"]
     shown = switch([], tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("active group: second (switched to, in the state file ")
@@ -112,17 +80,17 @@ def test_every_server_follows_ccproxy_switch_and_keeps_it_across_a_restart(tmp_p
     process.wait(timeout=10)
     servers[0] = start_ccproxy(tmp_path / "ccproxy.yaml", environment(tmp_path), tmp_path, "--quiet")
     urls = [url for _, url in servers]
-    assert serving_group(urls[0]) == "second"
+    assert serving_group(urls[0], ACCESS_KEY) == "second"
 
     unknown = switch(["third"], tmp_path)
     assert unknown.returncode == 2
     assert "no group 'third'" in unknown.stderr and "first, second" in unknown.stderr
-    assert serving_group(urls[0]) == serving_group(urls[1]) == "second"
+    assert serving_group(urls[0], ACCESS_KEY) == serving_group(urls[1], ACCESS_KEY) == "second"
 
     reset = switch(["--reset"], tmp_path)
     assert reset.returncode == 0, reset.stderr
     assert reset.stdout.startswith("active group: first, the config's active_group (was second)")
-    assert wait_for_group(urls, "first") == ["first", "first"]
+    assert wait_for_group(urls, "first", ACCESS_KEY) == ["first", "first"]
     shown = switch([], tmp_path)
     assert "none switched to" in shown.stdout
     for result in (shown, switched, unknown, reset):
