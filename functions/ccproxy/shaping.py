@@ -16,7 +16,7 @@ import copy
 import fnmatch
 from typing import Any
 
-from .config import ParameterValues, PromptInjection, Shape
+from .config import ParameterValues, PromptInjection, Shape, ToolFilter
 from .protocols.common import effort_to_budget
 from .routing import thinks
 from .unified import Part, Reasoning, Request, Text, ToolResult
@@ -32,7 +32,7 @@ def shape_request(request: Request, shape: Shape, provider: str, model: str) -> 
     for index, injection in enumerate(shape.prompt):
         if _targets(injection.models, provider, model) and _inject(shaped, injection):
             applied.append(f"prompt[{index}]")
-    if shape.tools is not None and _filter_tools(shaped, shape):
+    if shape.tools is not None and _filter_tools(shaped, shape.tools):
         applied.append("tools")
     if shape.temperature_ratio is not None and shaped.temperature is not None:
         shaped.temperature = shaped.temperature * shape.temperature_ratio
@@ -130,25 +130,21 @@ def _injected(content: list[Part], injection: PromptInjection) -> list[Part]:
         return [*content, text]
     if injection.mode == "prepend":
         return [*content[:results], text, *content[results:]]
-    others = [part for part in content if not isinstance(part, Text)]
-    kept = [part for part in others if isinstance(part, ToolResult)]
-    return [*kept, text, *(part for part in others if not isinstance(part, ToolResult))]
+    others = [part for part in content if not isinstance(part, (Text, ToolResult))]
+    return [*(part for part in content if isinstance(part, ToolResult)), text, *others]
 
 
 # ---------------------------------------------------------------- tools
 
 
-def _filter_tools(request: Request, shape: Shape) -> bool:
+def _filter_tools(request: Request, tool_filter: ToolFilter) -> bool:
     """The tools the filter lets through; a forced choice of a tool that is
     gone falls back to the model's own choice."""
-    assert shape.tools is not None
 
     def kept(name: str) -> bool:
-        if shape.tools is None:
-            return True
-        if shape.tools.keep is not None and not any(fnmatch.fnmatchcase(name, g) for g in shape.tools.keep):
+        if tool_filter.keep is not None and not any(fnmatch.fnmatchcase(name, g) for g in tool_filter.keep):
             return False
-        return not any(fnmatch.fnmatchcase(name, glob) for glob in shape.tools.drop)
+        return not any(fnmatch.fnmatchcase(name, glob) for glob in tool_filter.drop)
 
     tools = [tool for tool in request.tools if kept(tool.name)]
     server_tools = [tool for tool in request.server_tools if kept(tool.name)]
