@@ -62,7 +62,14 @@ class Call:
     target: str | None = None
     # The access key the client presented (None where none is needed).
     access_key: AccessKey | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _request_id: str | None = None
+
+    def request_id(self) -> str:
+        """This call's id, the same on every attempt: made when a provider
+        header first asks for it (`{request_id}`), not for every call."""
+        if self._request_id is None:
+            self._request_id = uuid.uuid4().hex
+        return self._request_id
 
 
 @dataclass(slots=True)
@@ -92,7 +99,14 @@ class Attempt:
     # What the group changes in the request for this upstream.
     shape: Shape | None = None
     # The client request's id, for the `{request_id}` of provider headers.
-    request_id: str = ""
+    request_id: Callable[[], str] = lambda: ""
+
+    def shaped(self, request: Request) -> tuple[Request, list[str]]:
+        """The request as the group's shaping makes it for this upstream, and
+        the steps that changed it."""
+        if self.shape is None:
+            return request, []
+        return shape_request(request, self.shape, self.provider_id, self.target.model)
 
 
 def use_compat(group_mode: str, compat_prefix: bool, provider: Provider) -> bool:
@@ -208,15 +222,18 @@ class Proxy:
             raise ProxyError(504, "the request's deadline passed before any upstream answered", kind="timeout")
         raise last_error
 
-    def _attempt(self, config: Config, target: Target) -> Attempt:
-        """The target on its provider's next key in turn (for count_tokens
-        and embeddings, which never touch the shared counters)."""
+    def _first_attempt(self, call: Call, resolution: routing.Resolution) -> Attempt:
+        """The resolution's first target on its provider's next key in turn
+        (for compaction, count_tokens and embeddings, which never touch the
+        shared counters)."""
+        target, config = resolution.targets[0], call.config
         provider = config.providers[target.provider]
         keys = self.keys.provider_keys(target.provider)
         turn = self._turns.get(target.provider, 0)
         self._turns[target.provider] = turn + 1
         key = keys[turn % len(keys)]
-        return Attempt(target, target.provider, provider, upstream_codec(provider.protocol), key, config)
+        codec = upstream_codec(provider.protocol)
+        return Attempt(target, target.provider, provider, codec, key, config, None, resolution.shape, call.request_id)
 
     def _count_usage(
         self, call: Call, model: str, attempt: Attempt, usage: Callable[[], Usage]
@@ -255,10 +272,8 @@ class Proxy:
             body = upstream.passthrough_body(call.body, model)
             headers = _forwarded(upstream, call.headers)
         else:
-            outgoing = request
-            if attempt.shape is not None:
-                outgoing, steps = shape_request(request, attempt.shape, attempt.provider_id, model)
-                observer.shaped(steps)
+            outgoing, steps = attempt.shaped(request)
+            observer.shaped(steps)
             left_out = upstream.left_out(outgoing)
             await prepare_media(outgoing, upstream, attempt.provider_id, call.config.fetch, self.http)
             body = self._encoded(outgoing, attempt, compat)
@@ -454,8 +469,7 @@ class Proxy:
         AccessControl.check_model(call.access_key, request.model)
         await self.conversations.resume(request)
         resolution = routing.resolve(call.config, call.group, request.model)
-        attempt = self._attempt(call.config, resolution.targets[0])
-        attempt.shape, attempt.request_id = resolution.shape, call.request_id
+        attempt = self._first_attempt(call, resolution)
         call.alias, call.target = resolution.alias, str(attempt.target)
         upstream, model = attempt.codec, attempt.target.model
         path = upstream.compact_path(model)
@@ -478,8 +492,7 @@ class Proxy:
         """The target model's answer to `asked`, whole, encoded as a generate
         request is."""
         upstream, model = attempt.codec, attempt.target.model
-        if attempt.shape is not None:
-            asked, _ = shape_request(asked, attempt.shape, attempt.provider_id, model)
+        asked, _ = attempt.shaped(asked)
         await prepare_media(asked, upstream, attempt.provider_id, attempt.config.fetch, self.http)
         body = self._encoded(asked, attempt, compat)
         path = upstream.upstream_path(model, False)
@@ -497,8 +510,7 @@ class Proxy:
         AccessControl.check_model(call.access_key, request.model)
         attempt = self._first_target(call, request.model, request)
         upstream, model = attempt.codec, attempt.target.model
-        if attempt.shape is not None:  # counted as the upstream will receive it
-            request, _ = shape_request(request, attempt.shape, attempt.provider_id, model)
+        request, _ = attempt.shaped(request)  # counted as the upstream will receive it
         path = upstream.count_path(model)
         if path is None:
             return Answer(json=client.encode_count_response(estimate_tokens(request_text(request))))
@@ -544,10 +556,7 @@ class Proxy:
         return Answer(json=client.encode_embed_response(embedded, request))
 
     def _first_target(self, call: Call, model: str, request: Request | None = None) -> Attempt:
-        resolution = routing.resolve(call.config, call.group, model, request)
-        attempt = self._attempt(call.config, resolution.targets[0])
-        attempt.shape, attempt.request_id = resolution.shape, call.request_id
-        return attempt
+        return self._first_attempt(call, routing.resolve(call.config, call.group, model, request))
 
     async def _call_once(
         self, attempt: Attempt, path: str, body: Any, headers: Mapping[str, str] | None = None
@@ -619,14 +628,16 @@ def _error_of(upstream: UpstreamCodec, reply: UpstreamReply, content: bytes) -> 
         return ProxyError(reply.status, f"upstream error {reply.status}")
 
 
-def _filled(headers: Mapping[str, str], request_id: str) -> dict[str, str]:
+def _filled(headers: Mapping[str, str], request_id: Callable[[], str]) -> dict[str, str]:
     """A provider's extra headers with their placeholders filled: `{uuid}` a
     new one each time, `{request_id}` the client request's (the same on
     every attempt)."""
     filled = {}
     for name, value in headers.items():
-        if "{" in value:
-            value = value.replace("{request_id}", request_id).replace("{uuid}", str(uuid.uuid4()))
+        if "{request_id}" in value:
+            value = value.replace("{request_id}", request_id())
+        if "{uuid}" in value:
+            value = value.replace("{uuid}", str(uuid.uuid4()))
         filled[name] = value
     return filled
 
