@@ -83,17 +83,18 @@ def literal_keys(providers: dict[str, Any], access_keys: list[Any]) -> list[str]
 def _destination(args: argparse.Namespace) -> tuple[str, str]:
     """(bucket, key): from --to, else from the stack's ConfigObject output."""
     if args.to:
-        return _s3_url(args.to, "--to")
+        return object_location(args.to, "--to")
     url = stack_output_or_stop(
         args.stack,
         CONFIG_OUTPUT,
         args.region,
         "deployed before config push? deploy it again, or give --to s3://BUCKET/KEY",
     )
-    return _s3_url(url, f"stack {args.stack}'s {CONFIG_OUTPUT} output")
+    return object_location(url, f"stack {args.stack}'s {CONFIG_OUTPUT} output")
 
 
-def _s3_url(url: str, where: str) -> tuple[str, str]:
+def object_location(url: str, where: str) -> tuple[str, str]:
+    """(bucket, key) of an object's s3:// URL; `where` names the URL's source in the refusal."""
     bucket, _, key = url.removeprefix("s3://").partition("/")
     if not url.startswith("s3://") or not bucket or not key or key.endswith("/"):
         raise Stop(f"{where}: not an object's s3://bucket/key: {url!r}")

@@ -59,15 +59,16 @@ def _served_config(args: argparse.Namespace, config_path: Path) -> tuple[str, Ca
 
 def _pushed_config(stack: str, region: str | None) -> tuple[str, Callable[[], Config]] | None:
     from .command import stack_output
+    from .configcmd import CONFIG_OUTPUT, object_location
     from .stores.config_object import ConfigObjectError, Pushed, S3ConfigObject
 
     try:
-        url = stack_output(stack, "ConfigObject", region)
+        url = stack_output(stack, CONFIG_OUTPUT, region)
     except Exception as exc:  # boto3's errors: credentials, region, missing stack
         raise Stop(f"cannot read stack {stack} ({type(exc).__name__}: {exc})", 1) from None
     if url is None:  # a stack deployed before config push: its packaged file is the local one
         return None
-    bucket, _, key = url.removeprefix("s3://").partition("/")
+    bucket, key = object_location(url, f"stack {stack}'s {CONFIG_OUTPUT} output")
     try:
         found = S3ConfigObject(bucket, key, region=region).read_if_changed(None)
     except ConfigObjectError as exc:
