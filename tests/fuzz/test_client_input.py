@@ -40,14 +40,9 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from ccproxy.app import Settings, create_app
-from ccproxy.config import parse
-from ccproxy.stores.secrets import NoSecrets
 from ccproxy.stores.state import MemoryStateStore
 
-from tests.fakes import FakeUpstream
-from tests.integration.conftest import PROTOCOLS, UPSTREAM_KEYS, proxy_config
-from tests.support.server import BackgroundServer
+from tests.integration.conftest import proxy_config, serving
 
 from .strategies import PATHS_ROUTE, ROUTE_NAMES, ROUTES, Case, case, encode, get, headers_for, nodes
 
@@ -137,20 +132,10 @@ def server_errors(records: list[logging.LogRecord]) -> list[dict[str, str]]:
 def fuzz_stack():
     """The strict fakes (answering "text" by default) and the proxy in
     front of them, with the integration tests' config."""
-    fakes, servers, urls = {}, [], {}
-    for protocol in PROTOCOLS:
-        fake = FakeUpstream(protocol, key=UPSTREAM_KEYS[protocol])
-        server = BackgroundServer(fake.app).start()
-        fakes[protocol], urls[protocol] = fake, server.url
-        servers.append(server)
-    app = create_app(Settings(config=parse(proxy_config(urls), "fuzz-config"), secrets=NoSecrets()))
-    proxy = BackgroundServer(app).start()
-    servers.append(proxy)
-    log = ServerLog()
-    yield proxy.url, fakes, app, log
-    log.detach()
-    for server in servers:
-        server.stop()
+    with serving(proxy_config, "fuzz-config") as (url, fakes, app):
+        log = ServerLog()
+        yield url, fakes, app, log
+        log.detach()
 
 
 # ---------------------------------------------------------------- error shapes

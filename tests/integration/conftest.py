@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Callable, Iterator
+
 import pytest
 from ccproxy.app import Settings, create_app
 from ccproxy.config import parse
@@ -56,24 +59,31 @@ def proxy_config(fake_servers: dict[str, str]) -> dict:
     }
 
 
+@contextlib.contextmanager
+def serving(make_config: Callable[[dict[str, str]], dict], name: str) -> Iterator[tuple[str, dict, Any]]:
+    """Five strict fakes and the proxy in front of them, its config made
+    from the fakes' URLs: (proxy_url, fakes by protocol, the app)."""
+    fakes, servers, urls = {}, [], {}
+    try:
+        for protocol in PROTOCOLS:
+            fake = FakeUpstream(protocol, key=UPSTREAM_KEYS[protocol])
+            server = BackgroundServer(fake.app).start()
+            fakes[protocol], urls[protocol] = fake, server.url
+            servers.append(server)
+        app = create_app(Settings(config=parse(make_config(urls), name), secrets=NoSecrets()))
+        proxy = BackgroundServer(app).start()
+        servers.append(proxy)
+        yield proxy.url, fakes, app
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def stack():
     """The fakes and the proxy: yields (proxy_url, fakes by protocol, the app)."""
-    fakes, servers = {}, []
-    urls = {}
-    for protocol in PROTOCOLS:
-        fake = FakeUpstream(protocol, key=UPSTREAM_KEYS[protocol])
-        server = BackgroundServer(fake.app).start()
-        fakes[protocol], urls[protocol] = fake, server.url
-        servers.append(server)
-    config = parse(proxy_config(urls), "test-config")
-    app = create_app(Settings(config=config, secrets=NoSecrets()))
-    proxy = BackgroundServer(app).start()
-    servers.append(proxy)
-    fakes_and_app = dict(fakes)
-    yield proxy.url, fakes_and_app, app
-    for server in servers:
-        server.stop()
+    with serving(proxy_config, "test-config") as served:
+        yield served
 
 
 @pytest.fixture

@@ -14,17 +14,13 @@ import anthropic
 import ollama
 import openai
 import pytest
-from ccproxy.app import Settings, create_app
-from ccproxy.config import parse
 from ccproxy.stores.logs import DirectorySink
-from ccproxy.stores.secrets import NoSecrets
 from google import genai
 from google.genai import types as gtypes
 
-from tests.fakes import UPSTREAM_MODELS, FakeUpstream
-from tests.support.server import BackgroundServer
+from tests.fakes import UPSTREAM_MODELS
 
-from .conftest import PROTOCOLS, UPSTREAM_KEYS, alias, proxy_config
+from .conftest import PROTOCOLS, alias, proxy_config, serving
 from .drivers import ACCESS_KEY, DRIVERS, QUESTION, TOOL_RESULT, TOOLS
 
 SYSTEM = "You are Claude Code, a CLI for coding. Be helpful."
@@ -115,18 +111,8 @@ def shaping_config(urls: dict[str, str]) -> dict[str, Any]:
 def stack():
     """This module's own proxy (shaping groups, route rules, provider
     headers) before five fakes; conftest's fixtures use it in this module."""
-    fakes, servers, urls = {}, [], {}
-    for protocol in PROTOCOLS:
-        fake = FakeUpstream(protocol, key=UPSTREAM_KEYS[protocol])
-        server = BackgroundServer(fake.app).start()
-        fakes[protocol], urls[protocol] = fake, server.url
-        servers.append(server)
-    app = create_app(Settings(config=parse(shaping_config(urls), "test-shaping"), secrets=NoSecrets()))
-    proxy = BackgroundServer(app).start()
-    servers.append(proxy)
-    yield proxy.url, fakes, app
-    for server in servers:
-        server.stop()
+    with serving(shaping_config, "test-shaping") as served:
+        yield served
 
 
 @pytest.fixture
