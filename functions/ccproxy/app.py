@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 
 from starlette.applications import Starlette
-from starlette.background import BackgroundTasks
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
@@ -344,7 +344,7 @@ class Handler:
             if self.settings.finish_inside_response:
                 await observer.finish(error.status)
             else:
-                response.background = _tasks([_finish(observer, error.status)])
+                response.background = BackgroundTask(observer.finish, error.status)
         return response
 
 
@@ -416,13 +416,6 @@ def _access_line(
     return write
 
 
-def _tasks(after: list) -> BackgroundTasks:
-    background = BackgroundTasks()
-    for task in after:
-        background.add_task(task)
-    return background
-
-
 def _respond(answer: Answer, finish_inside: bool = False) -> Response:
     if finish_inside and answer.after and answer.raw is not None:
         # The whole body goes out first with its length, so the client has
@@ -444,7 +437,7 @@ def _respond(answer: Answer, finish_inside: bool = False) -> Response:
             media_type=answer.media_type,
             headers=answer.headers,
         )
-    background = _tasks(answer.after) if answer.after else None
+    background = BackgroundTask(_run_all, answer.after) if answer.after else None
     if answer.raw is not None:
         return Response(
             answer.raw,

@@ -77,7 +77,9 @@ def serve(args: argparse.Namespace) -> int:
     # One line per request unless asked for quiet, whatever the log level.
     logging.getLogger("ccproxy.access").setLevel(logging.WARNING if args.quiet else logging.INFO)
     print(f"ccproxy: serving {config_path} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # proxy_headers off: ccproxy uses neither the client's address nor the
+    # scheme, so X-Forwarded-* would only cost a middleware per request.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, proxy_headers=False)
     return 0
 
 
@@ -556,6 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
+    # The format shows no caller, thread or process, so no record looks them
+    # up (the logging HOWTO's optimizations; `serve` logs a line per request).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         return args.run(args)
     except Stop as stop:

@@ -317,8 +317,10 @@ class Config(_Strict):
         if entries is None:
             entries = self._parsed_access_keys = parse_access_keys(self.access_keys, "access_keys")
         resolved = tuple(resolve_secret(entry.key) for entry in entries)
-        if self._resolved_access_keys is not None and self._resolved_access_keys[0] == resolved:
-            return list(self._resolved_access_keys[1])
+        # Private attributes are read through pydantic's __getattr__: once each.
+        built = self._resolved_access_keys
+        if built is not None and built[0] == resolved:
+            return list(built[1])
         found = self._build_access_keys(entries, resolved)
         self._resolved_access_keys = (resolved, tuple(found))
         return found
