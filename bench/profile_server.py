@@ -7,7 +7,11 @@ drives it from a separate load process against bench/fake_upstream.py, and
 prints the top functions (cProfile: by own time and by cumulative time).
 
 Run: .venv/bin/python bench/profile_server.py [--case a|b] [--stream]
-         [--requests N] [--concurrency N] [--pyinstrument] [--http h11|httptools] [--loop asyncio|uvloop]
+         [--requests N] [--concurrency N] [--pyinstrument] [--http auto|h11|httptools]
+         [--loop auto|asyncio|uvloop] [--app ccproxy|bare|forward|forward-aiohttp]
+
+--app other than ccproxy profiles bench/relay.py's apps: the floor under
+ccproxy's figures.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import relay  # noqa: E402
 import run as bench  # noqa: E402
 
 LOAD = """
@@ -118,86 +123,6 @@ def by_package(profiler: cProfile.Profile, requests: int) -> str:
     return "\n".join(lines)
 
 
-def baseline_app(kind: str, upstream: str, case: str):
-    """What ccproxy's latency is compared with in the report: the same
-    server stack doing less."""
-    import json as _json
-
-    import httpx
-    from ccproxy.upstream import UpstreamClient, timeout
-    from starlette.applications import Starlette
-    from starlette.responses import Response, StreamingResponse
-    from starlette.routing import Route
-
-    canned = _json.dumps(
-        {
-            "id": "msg_x",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-bench",
-            "content": [{"type": "text", "text": "Hello from the fake upstream."}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 12, "output_tokens": 7},
-        }
-    ).encode()
-    http = UpstreamClient()
-    direct = bench.job(case, "direct", upstream, False)
-
-    session = None
-
-    async def handle(request):
-        nonlocal session
-        body = _json.loads(await request.body())
-        if kind == "bare":
-            return Response(canned, media_type="application/json")
-        if kind == "forward-aiohttp":
-            import aiohttp
-
-            if session is None:
-                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
-            stream = bool(body.get("stream"))
-            target = bench.job(case, "direct", upstream, stream)
-            response = await session.post(target.url, data=target.body, headers={"content-type": "application/json"})
-            if not stream:
-                content = await response.read()
-                response.release()
-                return Response(content, media_type="application/json")
-
-            async def relay_aiohttp():
-                try:
-                    async for chunk in response.content.iter_any():
-                        yield chunk
-                finally:
-                    response.release()
-
-            return StreamingResponse(relay_aiohttp(), media_type="text/event-stream")
-        stream = bool(body.get("stream"))
-        target = bench.job(case, "direct", upstream, stream)
-        response = await http.send(
-            "POST",
-            target.url,
-            timeout(600),
-            target.body,
-            {"content-type": "application/json", "accept-encoding": "identity"},
-        )
-        if not stream:
-            content = await response.aread()
-            await response.aclose()
-            return Response(content, media_type="application/json")
-
-        async def relay():
-            try:
-                async for chunk in response.aiter_bytes():
-                    yield chunk
-            finally:
-                await response.aclose()
-
-        return StreamingResponse(relay(), media_type="text/event-stream")
-
-    del direct, httpx
-    return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=["a", "b"], default="a")
@@ -206,8 +131,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--pyinstrument", action="store_true")
     parser.add_argument("--no-profile", action="store_true", help="only time it")
-    parser.add_argument("--http", default="h11")
-    parser.add_argument("--loop", default="asyncio")
+    # auto: what `ccproxy serve` gets (httptools and uvloop, installed with it)
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument(
         "--by-package", action="store_true", help="cProfile: also sum own time by package (where the CPU goes)"
@@ -270,7 +196,7 @@ def main() -> int:
                 patch_ids()
             app = create_app(Settings(config=config, secrets=secrets, open_when_no_keys=True, state=state))
             if args.app != "ccproxy":
-                app = baseline_app(args.app, fake.url, args.case)
+                app = relay.app(args.app, fake.url, args.case)
             if "asgi-2.4" in args.what_if:  # Starlette streams without its disconnect-listener task group
                 inner = app
 
@@ -286,15 +212,14 @@ def main() -> int:
                     port=port,
                     log_level="warning",
                     access_log=False,
+                    proxy_headers=False,
                     http=args.http,
                     loop=args.loop,
                 )
             )
-            job = bench.job(args.case, "ccproxy", f"http://127.0.0.1:{port}", args.stream)
-            if args.app.startswith("forward"):  # the upstream's own bytes come back
-                job = bench.load.Job(
-                    job.url, job.body, job.headers, bench.job(args.case, "direct", fake.url, args.stream).markers
-                )
+            # A forward relay answers with the upstream's own bytes.
+            target = "relay" if args.app.startswith("forward") else "ccproxy"
+            job = bench.job(args.case, target, f"http://127.0.0.1:{port}", args.stream)
             script = LOAD.format(
                 bench=str(BENCH),
                 url=job.url,
@@ -330,7 +255,7 @@ def main() -> int:
                 profiler.enable()
             started = time.perf_counter()
             cpu_started = time.process_time()
-            if args.loop == "uvloop":
+            if args.loop != "asyncio":
                 import uvloop
 
                 out = uvloop.run(drive())

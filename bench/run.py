@@ -322,7 +322,11 @@ SAME_DIRECT = {"c": "a"}
 
 def job(case: str, target: str, url: str, stream: bool, slow: bool = False) -> load.Job:
     """The request of `case` sent to `target` (direct: the fake upstream,
-    in the upstream's own protocol, as the proxies send it)."""
+    in the upstream's own protocol, as the proxies send it; relay: the
+    client's request, answered with the upstream's own bytes)."""
+    if target == "relay":
+        client, direct = job(case, "ccproxy", url, stream, slow), job(case, "direct", url, stream, slow)
+        return load.Job(client.url, client.body, client.headers, direct.markers)
     suffix = "-slow" if slow else ""
     auth = {"content-type": "application/json", "authorization": f"Bearer {ACCESS_KEY}"}
     whole_marker = (b"Hello from the fake upstream.",)
@@ -380,7 +384,10 @@ class Cell:
     first_failure: str = ""
 
 
-HEALTH = {"direct": "/health", "ccproxy": "/health", "litellm": "/health/liveliness"}
+HEALTH = {"direct": "/health", "ccproxy": "/health", "relay": "/health", "litellm": "/health/liveliness"}
+# The floor (bench/relay.py) is measured with one client: under 32, the
+# servers' throughput, not their fixed cost, makes the figures.
+RELAY_CASES = ("a", "b")
 
 
 async def measure(job_: load.Job, concurrency: int, count: int, health: str) -> load.Result:
@@ -403,6 +410,8 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
                         if target == "litellm" and case in CCPROXY_ONLY:
                             continue
                         if target == "direct" and case in SAME_DIRECT:
+                            continue
+                        if target == "relay" and (case not in RELAY_CASES or concurrency != 1):
                             continue
                         counts = plan.litellm_counts if target == "litellm" else plan.counts
                         result = await measure(
@@ -694,6 +703,18 @@ def report(out: dict[str, Any]) -> str:
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
                 row(f"({case}) {title}: added latency, {what}, {who}", ms(mine), ms(theirs), ratio(mine, theirs))
+    for case in RELAY_CASES:
+        for stream, which, what in (
+            (False, "ttlb", "whole"),
+            (True, "ttfb", "streamed, first byte"),
+            (True, "ttlb", "streamed, last byte"),
+        ):
+            floor = added(cells, case, stream, 1, "relay", which)
+            row(
+                f"({case}) the floor, a relay with no conversion (bench/relay.py): added latency, {what}, 1 client",
+                ms(floor),
+                "n/a",
+            )
     for case in CASES:
 
         def rate(target: str, case: str = case) -> str:
@@ -885,7 +906,19 @@ def main() -> int:
                 60,
             )
             servers.append(ccproxy)
-            targets = {"direct": fake.url, "ccproxy": ccproxy.url}
+            relay_port = free_port()
+            relay = start(
+                "relay",
+                [str(CC_PYTHON), str(BENCH / "relay.py"), str(relay_port), fake.url],
+                clean_env(),
+                tmp,
+                server_cpus,
+                f"http://127.0.0.1:{relay_port}",
+                "/health",
+                60,
+            )
+            servers.append(relay)
+            targets = {"direct": fake.url, "ccproxy": ccproxy.url, "relay": relay.url}
             litellm: Server | None = None
             if have_litellm:
                 out["litellm_label"] = f"LiteLLM {litellm_version()}"
