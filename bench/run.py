@@ -385,6 +385,7 @@ class Cell:
 
 
 HEALTH = {"direct": "/health", "ccproxy": "/health", "relay": "/health", "litellm": "/health/liveliness"}
+WHOLE_TARGET_MS = 0.7  # added to a whole answer, one client
 # The floor (bench/relay.py) is measured with one client: under 32, the
 # servers' throughput, not their fixed cost, makes the figures.
 RELAY_CASES = ("a", "b")
@@ -793,8 +794,9 @@ def report(out: dict[str, Any]) -> str:
         lines.append(f"- ({case}) {title}{same}: " + ", ".join(parts))
     lines += [f"- note: {note}" for note in out["notes"]]
     # Targets: under 1 ms with one client (32 clients on one
-    # server core queue behind each other by design); at least 10 times less
-    # than LiteLLM's on every row.
+    # server core queue behind each other by design), under 0.7 ms for a
+    # whole answer; at least 10 times less than LiteLLM's on every row. Where
+    # the floor (bench/relay.py) was measured, it is given beside.
     verdicts, negative = [], False
     for case in CASES:
         for concurrency in CONCURRENCY:
@@ -811,8 +813,12 @@ def report(out: dict[str, Any]) -> str:
                 met = theirs is None or mine <= 0 or theirs >= 10 * mine
                 verdict = f"({case}) {what} @{concurrency}: {mine:.2f} ms"
                 if concurrency == 1:
-                    met = met and mine < 1
-                    verdict += f" {'<' if mine < 1 else '≥'} 1 ms"
+                    limit = WHOLE_TARGET_MS if not stream else 1.0
+                    met = met and mine < limit
+                    verdict += f" {'<' if mine < limit else '≥'} {limit:g} ms"
+                    floor = added(cells, case, stream, concurrency, "relay", which)
+                    if floor is not None:
+                        verdict += f" (floor {floor:.2f} ms)"
                 if theirs is not None and mine > 0:
                     verdict += f", {ratio(mine, theirs)} less than LiteLLM"
                 verdicts.append(verdict + (" (met)" if met else " (missed)"))
