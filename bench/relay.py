@@ -51,6 +51,7 @@ def app(kind: str, upstream: str, case: str | None = None):
 
     http = UpstreamClient()
     session = None
+    jobs: dict[tuple[str, bool], bench.load.Job] = {}  # built once: the floor does no work it could skip
 
     async def health(request):
         return PlainTextResponse("ok")
@@ -61,7 +62,10 @@ def app(kind: str, upstream: str, case: str | None = None):
         if kind == "bare":
             return Response(CANNED, media_type="application/json")
         stream = bool(body.get("stream"))
-        target = bench.job(case or CASE_BY_PATH[request.url.path], "direct", upstream, stream)
+        name = case or CASE_BY_PATH[request.url.path]
+        target = jobs.get((name, stream))
+        if target is None:
+            target = jobs[name, stream] = bench.job(name, "direct", upstream, stream)
         if kind == "forward-aiohttp":
             import aiohttp
 
