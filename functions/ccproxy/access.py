@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
 from typing import Callable
@@ -57,7 +58,16 @@ def revoke(state: StateStore, key: AccessKey, now: float | None = None) -> None:
 
 
 def utc_day(now: float) -> datetime.date:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+    """The UTC date at `now` (worked out once a day, not once a request)."""
+    return _date_of_day(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_day(days: int) -> datetime.date:
+    return _EPOCH + datetime.timedelta(days=days)
+
+
+_EPOCH = datetime.date(1970, 1, 1)
 
 
 def next_utc_midnight(now: float) -> float:
