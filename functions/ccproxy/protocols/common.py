@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ProxyError
-from ..unified import Image
+from ..jsonutil import dumps
+from ..unified import Document, Image, Message, ServerToolUse, Text, Thinking, ToolCall, ToolResult
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,9 +87,6 @@ def estimate_tokens(text: str) -> int:
 
 def request_text(request: Any) -> str:
     """All the text a unified request sends the model, for estimates."""
-    from ..jsonutil import dumps
-    from ..unified import Text, Thinking, ToolCall, ToolResult
-
     pieces: list[str] = [request.system or ""]
     for tool in request.tools:
         pieces.append(tool.name + " " + (tool.description or "") + dumps(tool.parameters))
@@ -107,8 +105,6 @@ def request_text(request: Any) -> str:
 
 def call_names(messages: list[Any]) -> dict[str, str]:
     """Tool name by call id, from every assistant call in the history."""
-    from ..unified import ToolCall
-
     return {
         part.id: part.name
         for message in messages
@@ -121,8 +117,6 @@ def call_names(messages: list[Any]) -> dict[str, str]:
 def name_tool_results(messages: list[Any]) -> None:
     """Give each ToolResult without a name the name of the call it answers
     (by id), for the protocols that need it (Gemini, Ollama)."""
-    from ..unified import ToolResult
-
     names = call_names(messages)
     for message in messages:
         for part in message.content:
@@ -149,8 +143,6 @@ def pair_tool_results(messages: list[Any]) -> None:
     without ids; they answer the earliest unanswered call of the same name,
     which is how those protocols pair them themselves.
     """
-    from ..unified import ToolCall, ToolResult
-
     unanswered: list[ToolCall] = []
     for message in messages:
         for part in message.content:
@@ -210,8 +202,6 @@ def sniff_image_type(b64: str) -> str:
 
 def text_of(parts: list[Any]) -> str:
     """The text parts of a content list, joined."""
-    from ..unified import Text
-
     return "".join(p.text for p in parts if isinstance(p, Text))
 
 
@@ -226,8 +216,6 @@ def fold_system_turns(request: Any) -> Any:
     system prompt, in order, for upstreams that take a system prompt only at
     the top. Turns of one role that meet once a system turn is gone are
     merged, as those upstreams want roles to alternate."""
-    from ..unified import Message
-
     if not any(m.role == "system" for m in request.messages):
         return request
     system = [request.system] if request.system else []
@@ -254,8 +242,6 @@ def cache_mark(part: dict[str, Any]) -> dict[str, Any] | None:
 def server_tool_text(use: Any) -> str:
     """A server tool's use from history, in words, for an upstream that did
     not run it: what was asked and what came back."""
-    from ..jsonutil import dumps
-
     text = f"[{use.name} {dumps(use.input)}]"
     return f"{text}\n{use.result}" if use.result else text
 
@@ -270,8 +256,6 @@ def document_text(document: Any) -> str:
 def as_text_parts(parts: list[Any]) -> list[Any]:
     """Plain-text documents and server tool uses as Text parts, for an
     upstream that reads neither."""
-    from ..unified import Document, ServerToolUse, Text
-
     out = []
     for part in parts:
         if isinstance(part, Document) and part.text is not None:
