@@ -35,15 +35,18 @@ import asyncio
 import contextvars
 import functools
 import logging
+import math
 import os
 import socket
 import ssl
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Coroutine, Mapping
 
 import aiohttp
+import attr
 import httpx
 import yarl
 
@@ -267,12 +270,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         content: bytes | None,
         timeout: Mapping[str, float | None],
         options: UpstreamOptions | None = None,
+        deadline: float | None = None,
     ) -> Coroutine[Any, Any, httpx.Response]:
         """What handle_async_request does, without an httpx.Request built
         first (UpstreamClient's hot path): `headers` go out as given, the
         body's framing added; the response's `request` is built if asked
-        for. `timeout` is httpx.Timeout.as_dict(). Await what it returns
-        (the exchange itself: no coroutine in between)."""
+        for. `timeout` is httpx.Timeout.as_dict(). `deadline` (on
+        time.monotonic()) bounds the whole exchange, the body's last byte
+        included: one timer for it all, however many reads (past it,
+        httpx.TimeoutException, not one of its subclasses). Await what it
+        returns (the exchange itself: no coroutine in between)."""
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= MAX_TARGETS:
@@ -290,6 +297,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeout,
             options or self._default,
             pending,
+            deadline,
         )
 
     async def _exchange(
@@ -303,6 +311,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: Mapping[str, float | None],
         options: UpstreamOptions,
         request: httpx.Request | _Pending,
+        deadline: float | None = None,
     ) -> httpx.Response:
         if url.scheme not in _SCHEMES:
             raise httpx.UnsupportedProtocol(f"cannot send a request over {url.scheme!r}", request=_built(request))
@@ -317,7 +326,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connect=None if connect is None or pool is None else connect + pool,
                 sock_connect=connect,
                 sock_read=read,
+                ceil_threshold=math.inf,  # fire on time, not at the next whole second
             )
+        if deadline is not None:
+            # aiohttp's `total` runs until the body is read or released: the
+            # deadline holds across every read of a stream with one timer.
+            timeout = attr.evolve(timeout, total=max(deadline - time.monotonic(), 0.001))
         if replayable and data is not None and len(data) > _LARGE_BODY:
             with warnings.catch_warnings():
                 # aiohttp's advice for bodies over 1 MiB (stream a file
@@ -542,8 +556,10 @@ def _httpx_error(exc: BaseException, pending: httpx.Request | _Pending, answered
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(f"no connection within the connect timeout: {detail}", request=request)
-    if isinstance(exc, asyncio.TimeoutError):  # SocketTimeoutError: sock_read, between two reads
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # SocketTimeoutError: sock_read, between two reads
         return httpx.ReadTimeout("the upstream sent nothing within the read timeout", request=request)
+    if isinstance(exc, asyncio.TimeoutError):  # `total`: the exchange's deadline
+        return httpx.TimeoutException("the request's deadline passed", request=request)
     if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
         return httpx.ProxyError(f"the proxy failed: {detail}", request=request)
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unresolved, TLS handshake or certificate

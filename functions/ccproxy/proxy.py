@@ -286,16 +286,16 @@ class Proxy:
         latency_ms = (time.perf_counter() - sent) * 1000
         observer.upstream_answered()
         if reply.status >= 400:
-            return await self._upstream_error(reply, attempt, passthrough, deadline)
+            return await self._upstream_error(reply, attempt, passthrough)
         # No protocol's answer has a place for what the upstream could not
         # take, so a header says it.
         answer_headers = {"x-ccproxy-left-out": _header_text("; ".join(left_out))} if left_out else {}
         if request.stream:
             return self._stream_answer(
-                call, request, added, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
+                call, request, added, attempt, reply, passthrough, compat, latency_ms, answer_headers
             )
         return await self._whole_answer(
-            call, request, added, attempt, reply, passthrough, compat, deadline, latency_ms, answer_headers
+            call, request, added, attempt, reply, passthrough, compat, latency_ms, answer_headers
         )
 
     async def _whole_answer(
@@ -307,12 +307,11 @@ class Proxy:
         reply: UpstreamReply,
         passthrough: bool,
         compat: bool,
-        deadline: float,
         latency_ms: float,
         headers: dict[str, str],
     ) -> Answer:
         upstream, observer = attempt.codec, call.observer
-        content = await reply.read(deadline, call.config.limits.answer_bytes)
+        content = await reply.read(call.config.limits.answer_bytes)
         observer.upstream_chunk(content)  # kept even when it cannot be read
         parsed = _parse_json(content)
         decoded = upstream_decoded(lambda: upstream.decode_response(parsed))
@@ -341,7 +340,6 @@ class Proxy:
         reply: UpstreamReply,
         passthrough: bool,
         compat: bool,
-        deadline: float,
         latency_ms: float,
         headers: dict[str, str],
     ) -> Answer:
@@ -349,7 +347,7 @@ class Proxy:
         _check_stream_type(reply, upstream)
         accumulator = Accumulator()
         limits = call.config.limits
-        chunks = reply.chunks(deadline, limits.answer_bytes, observer.upstream_chunk)
+        chunks = reply.chunks(limits.answer_bytes, observer.upstream_chunk)
         if passthrough:
             secrets = self.keys.secrets()
 
@@ -421,10 +419,8 @@ class Proxy:
         seconds = max(min(attempt.provider.timeout, deadline - time.monotonic()), 0.001)
         return await self.http.post(url, content, headers, attempt.provider, seconds, deadline, attempt.provider_id)
 
-    async def _upstream_error(
-        self, reply: UpstreamReply, attempt: Attempt, passthrough: bool, deadline: float
-    ) -> Answer:
-        content = await reply.read(deadline, attempt.config.limits.answer_bytes)
+    async def _upstream_error(self, reply: UpstreamReply, attempt: Attempt, passthrough: bool) -> Answer:
+        content = await reply.read(attempt.config.limits.answer_bytes)
         error = _error_of(attempt.codec, reply, content)
         if retryable(error):
             raise error
@@ -564,7 +560,7 @@ class Proxy:
         config = attempt.config
         deadline = time.monotonic() + config.deadline
         reply = await self._send(attempt, attempt.provider.base_url + path, dumpb(body), headers, deadline)
-        content = await reply.read(deadline, config.limits.answer_bytes)
+        content = await reply.read(config.limits.answer_bytes)
         if reply.status >= 400:
             raise _error_of(attempt.codec, reply, content)
         return content

@@ -63,14 +63,18 @@ class UpstreamClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         provider: Any = None,
+        deadline: float | None = None,
     ) -> Coroutine[Any, Any, httpx.Response]:
         """The response as soon as its head arrives; read or close it.
         `provider`: a config.Provider or UpstreamOptions (its `verify` and
-        `proxy`), or None for the defaults. Called within the running loop;
-        await what it returns (the exchange itself: no coroutine between)."""
+        `proxy`), or None for the defaults. `deadline` (on time.monotonic())
+        bounds the exchange to the body's last byte. Called within the
+        running loop; await what it returns (the exchange itself: no
+        coroutine between)."""
         merged = {"user-agent": USER_AGENT, **headers} if headers else {"user-agent": USER_AGENT}
         pool = self._pools.get(asyncio.get_running_loop()) or self._new_pool()
-        return pool.send(method, url, list(merged.items()), content, timeout.as_dict(), self._options_of(provider))
+        options = self._options_of(provider)
+        return pool.send(method, url, list(merged.items()), content, timeout.as_dict(), options, deadline)
 
     async def post(
         self,
@@ -83,16 +87,17 @@ class UpstreamClient:
         name: str,
     ) -> UpstreamReply:
         """POSTs `content` to the provider `name` (its config.Provider as
-        `provider`): the reply once its head arrives, within `seconds` and the
-        request.s `deadline` (on time.monotonic())."""
+        `provider`): the reply once its head arrives, waiting at most
+        `seconds` between bytes; the request's `deadline` (on
+        time.monotonic()) bounds it all, the reply's body included."""
         try:
-            async with asyncio.timeout_at(deadline):
-                return UpstreamReply(await self.send("POST", url, timeout(seconds), content, headers, provider))
-        except (httpx.TimeoutException, TimeoutError):
+            response = await self.send("POST", url, timeout(seconds), content, headers, provider, deadline)
+        except httpx.TimeoutException:
             raise ProxyError(504, f"provider {name!r} did not answer in time", kind="timeout") from None
         except httpx.HTTPError as exc:
             message = f"cannot reach provider {name!r} ({type(exc).__name__})"
             raise ProxyError(502, message, kind="unavailable") from None
+        return UpstreamReply(response)
 
     def _new_pool(self) -> AiohttpTransport:
         from . import aiohttp_transport as transport
@@ -203,8 +208,8 @@ def inflater(response: httpx.Response, cap: int) -> Inflater:
 
 class UpstreamReply:
     """An upstream's answer: its status and headers at once; its body read
-    whole or as it arrives, decompressed under a cap and within the
-    request's deadline. Read it or close it."""
+    whole or as it arrives, decompressed under a cap, within the deadline
+    the request was sent with (UpstreamClient.send). Read it or close it."""
 
     __slots__ = ("_response",)
 
@@ -223,16 +228,15 @@ class UpstreamReply:
     def media_type(self) -> str:
         return self._response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
-    async def read(self, deadline: float, cap: int = MAX_ANSWER_BYTES) -> bytes:
-        """The whole body, decompressed under its cap, within the deadline."""
+    async def read(self, cap: int = MAX_ANSWER_BYTES) -> bytes:
+        """The whole body, decompressed under its cap."""
         response = self._response
         pieces: list[bytes] = []
         try:
             body = inflater(response, cap)
-            async with asyncio.timeout_at(deadline):
-                async for chunk in response.aiter_raw():
-                    pieces.extend(body.feed(chunk))
-        except (httpx.TimeoutException, TimeoutError):
+            async for chunk in response.aiter_raw():
+                pieces.extend(body.feed(chunk))
+        except httpx.TimeoutException:
             raise ProxyError(504, "the upstream stopped answering", kind="timeout") from None
         except httpx.HTTPError as exc:
             raise ProxyError(502, f"the upstream connection failed ({type(exc).__name__})") from None
@@ -242,29 +246,22 @@ class UpstreamReply:
             await response.aclose()
         return b"".join(pieces)
 
-    async def chunks(
-        self, deadline: float, cap: int, observe: Callable[[bytes], None] | None = None
-    ) -> AsyncIterator[bytes]:
+    async def chunks(self, cap: int, observe: Callable[[bytes], None] | None = None) -> AsyncIterator[bytes]:
         """The body as it arrives, decompressed under the cap (an upstream
         asked for identity may compress all the same), each piece shown to
-        `observe`; it ends with the request's deadline too."""
+        `observe`."""
         response = self._response
-        raw = response.aiter_raw().__aiter__()
         try:
             body = inflater(response, cap)
-            while True:
-                async with asyncio.timeout_at(deadline):
-                    try:
-                        chunk = await raw.__anext__()
-                    except StopAsyncIteration:
-                        return
+            async for chunk in response.aiter_raw():
                 for out in body.feed(chunk):
                     if observe is not None:
                         observe(out)
                     yield out
-        except TimeoutError:
-            raise ProxyError(504, "the request's deadline passed mid-stream", kind="timeout") from None
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            # The deadline is the bare TimeoutException; a read timeout, its subclass.
+            if type(exc) is httpx.TimeoutException:
+                raise ProxyError(504, "the request's deadline passed mid-stream", kind="timeout") from None
             raise ProxyError(504, "the upstream stopped sending mid-stream", kind="timeout") from None
         except httpx.HTTPError as exc:
             raise ProxyError(502, f"the upstream connection broke mid-stream ({type(exc).__name__})") from None

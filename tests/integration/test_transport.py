@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -975,7 +974,7 @@ def test_proxy_reads_a_compressed_stream_although_it_asked_for_identity():
             client = UpstreamClient()
             response = await client.send("POST", server.url(), timeout(5), b"{}", {"accept-encoding": "identity"})
             reply = UpstreamReply(response)
-            got = b"".join([chunk async for chunk in reply.chunks(time.monotonic() + 5, MAX_ANSWER_BYTES)])
+            got = b"".join([chunk async for chunk in reply.chunks(MAX_ANSWER_BYTES)])
             await client.aclose()
             return got, server.received[0].headers["accept-encoding"]
 
@@ -1009,10 +1008,10 @@ def test_a_compression_bomb_is_refused_while_it_is_read(streamed):
                 reply = UpstreamReply(response)
                 if streamed:
                     total = 0
-                    async for chunk in reply.chunks(time.monotonic() + 5, MAX_ANSWER_BYTES):
+                    async for chunk in reply.chunks(MAX_ANSWER_BYTES):
                         total += len(chunk)
                     return total
-                return len(await reply.read(time.monotonic() + 5, cap=8 * 1024 * 1024))
+                return len(await reply.read(cap=8 * 1024 * 1024))
             finally:
                 await reply.aclose()  # as the proxy does however a stream ends
                 await client.aclose()
@@ -1069,3 +1068,51 @@ def test_an_answer_nobody_asked_for_on_an_idle_connection_is_not_taken_for_the_n
             return first, second
 
     assert run(scenario()) == (b"one", b"two")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_the_deadline_holds_across_reads_of_an_upstream_that_keeps_dripping(streamed):
+    """An event every 0.1 s never trips the 5 s read timeout; the deadline
+    given with the request cuts the body off all the same, once, however
+    many reads came before."""
+    import time
+
+    from ccproxy.errors import ProxyError
+    from ccproxy.upstream import MAX_ANSWER_BYTES
+
+    async def handler(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(100):
+            event = b'data: {"a":1}\n\n'
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        return False
+
+    async def scenario():
+        async with RawServer(handler) as server:
+            client = UpstreamClient()
+            started = time.monotonic()
+            reply = await client.post(server.url(), b"{}", {}, None, 5, started + 1.0, "dripping")
+            pieces = 0
+            try:
+                if streamed:
+                    async for _ in reply.chunks(MAX_ANSWER_BYTES):
+                        pieces += 1
+                else:
+                    await reply.read(MAX_ANSWER_BYTES)
+            except ProxyError as error:
+                return error, pieces, time.monotonic() - started
+            finally:
+                await reply.aclose()
+                await client.aclose()
+            raise AssertionError("the body ended before the deadline")
+
+    error, pieces, took = run(scenario())
+    assert (error.status, error.kind) == (504, "timeout")
+    assert 0.9 < took < 1.6, f"took {took:.2f} s"
+    if streamed:
+        assert error.message == "the request's deadline passed mid-stream"
+        assert pieces >= 5  # the events before the deadline were passed on
+    else:
+        assert error.message == "the upstream stopped answering"
