@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import logging
 import time
 from typing import Callable
 
 from .errors import ProxyError
 from .keys import AccessKey
-from .stores.state import StateStore
+from .stores.state import StateStore, utc_day
 
 log = logging.getLogger("ccproxy")
 
@@ -55,19 +54,6 @@ def revoke(state: StateStore, key: AccessKey, now: float | None = None) -> None:
     """Record in the store that `key` is revoked (`ccproxy access revoke`)."""
     now = time.time() if now is None else now
     state.add_amount(revoked_counter(key), 1, now + REVOCATION_KEPT_SECONDS)
-
-
-def utc_day(now: float) -> datetime.date:
-    """The UTC date at `now` (worked out once a day, not once a request)."""
-    return _date_of_day(int(now // 86400))
-
-
-@functools.lru_cache(maxsize=4)
-def _date_of_day(days: int) -> datetime.date:
-    return _EPOCH + datetime.timedelta(days=days)
-
-
-_EPOCH = datetime.date(1970, 1, 1)
 
 
 def next_utc_midnight(now: float) -> float:

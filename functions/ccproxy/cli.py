@@ -425,8 +425,8 @@ def access_list(args: argparse.Namespace) -> int:
     """Every access key: name, fingerprint, scope, limits, today's use, expiry."""
     import time
 
-    from .access import revoked_counter, utc_day
-    from .stores.state import state_store_from_env
+    from .access import revoked_counter
+    from .stores.state import state_store_from_env, utc_day
 
     env, _, config, target = _access_context(args)
     keys = (config.resolved_access_keys() if config else []) + _named_keys(target.read(), str(target))

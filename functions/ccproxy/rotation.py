@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,7 +15,7 @@ from typing import Callable, Sequence
 from .config import Target
 from .errors import ProxyError
 from .keys import KeyRing, fingerprint
-from .stores.state import Cooldown, StateStore
+from .stores.state import Cooldown, StateStore, utc_day
 
 # How long a key rests after each kind of failure: a rate limit for
 # what the upstream asked, or a minute; bad credentials for long; a server
@@ -187,18 +186,8 @@ class Rotation:
         self._views.clear()  # this process sees its own cooldown at once
 
     async def used(self, entry: Entry, input_tokens: int | None, output_tokens: int | None) -> None:
-        day = _utc_day(int(self.clock()) // 86400)
+        day = utc_day(self.clock()).isoformat()
         await self._call(self.state.add_usage, entry.name, day, 1, input_tokens or 0, output_tokens or 0)
-
-
-@functools.lru_cache(maxsize=4)
-def _utc_day(days: int) -> str:
-    """The UTC date of a day number since the epoch (formatted once a day,
-    not once an answer)."""
-    return datetime.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
-
-
-_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 
 
 def _order(found: Sequence[tuple[Target, int, tuple[str | None, ...]]]) -> list[Entry]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...environment import Environment
-from .base import Cooldown, KeyUsage, StateStore
+from .base import Cooldown, KeyUsage, StateStore, utc_day
 from .dynamo import DynamoStateStore
 from .memory import MemoryStateStore
 from .sqlite import SqliteStateStore
@@ -39,6 +39,7 @@ __all__ = [
     "SqliteStateStore",
     "StateStore",
     "state_store_from_env",
+    "utc_day",
 ]
 
 

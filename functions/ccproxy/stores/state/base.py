@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +66,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def add_usage(self, entry: str, day: str, requests: int, input_tokens: int, output_tokens: int) -> None:
-        """Atomically add to the entry's counts for `day`."""
+        """Atomically add to the entry's counts for `day` (`utc_day(now).isoformat()`)."""
 
     @abstractmethod
     def usage(self, day: str) -> list[KeyUsage]:
@@ -120,3 +122,17 @@ class StateStore(ABC):
 
     def close(self) -> None:  # noqa: B027  (a store that holds nothing has nothing to release)
         """Release connections; the store is not used afterwards."""
+
+
+def utc_day(now: float) -> datetime.date:
+    """The UTC date at `now` (a time.time()): usage is counted by it, access
+    keys expire by it. Worked out once a day, not once a request."""
+    return _date_of_day(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_day(days: int) -> datetime.date:
+    return _EPOCH + datetime.timedelta(days=days)
+
+
+_EPOCH = datetime.date(1970, 1, 1)
