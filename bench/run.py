@@ -385,6 +385,8 @@ class Cell:
 
 
 HEALTH = {"direct": "/health", "ccproxy": "/health", "relay": "/health", "litellm": "/health/liveliness"}
+# What each latency figure is: (streamed, Result field, name).
+MEASURES = ((False, "ttlb", "whole"), (True, "ttfb", "first byte"), (True, "ttlb", "last byte"))
 WHOLE_TARGET_MS = 0.7  # added to a whole answer, one client
 # The floor (bench/relay.py) is measured with one client: under 32, the
 # servers' throughput, not their fixed cost, makes the figures.
@@ -677,6 +679,10 @@ def mib(n: float | None) -> str:
     return "—" if n is None else f"{n:.0f} MiB"
 
 
+def streamed(stream: bool, what: str) -> str:
+    return f"streamed, {what}" if stream else what
+
+
 def report(out: dict[str, Any]) -> str:
     cells = out["cells"]
     have_ll = out["litellm"] is not None
@@ -696,23 +702,17 @@ def report(out: dict[str, Any]) -> str:
     for case, title in CASES.items():
         for concurrency in CONCURRENCY:
             who = "1 client" if concurrency == 1 else f"{concurrency} clients"
-            for stream, which, what in (
-                (False, "ttlb", "whole"),
-                (True, "ttfb", "streamed, first byte"),
-                (True, "ttlb", "streamed, last byte"),
-            ):
+            for stream, which, what in MEASURES:
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
-                row(f"({case}) {title}: added latency, {what}, {who}", ms(mine), ms(theirs), ratio(mine, theirs))
+                label = f"({case}) {title}: added latency, {streamed(stream, what)}, {who}"
+                row(label, ms(mine), ms(theirs), ratio(mine, theirs))
     for case in RELAY_CASES:
-        for stream, which, what in (
-            (False, "ttlb", "whole"),
-            (True, "ttfb", "streamed, first byte"),
-            (True, "ttlb", "streamed, last byte"),
-        ):
+        for stream, which, what in MEASURES:
             floor = added(cells, case, stream, 1, "relay", which)
             row(
-                f"({case}) the floor, a relay with no conversion (bench/relay.py): added latency, {what}, 1 client",
+                f"({case}) the floor, a relay with no conversion (bench/relay.py): added latency, "
+                f"{streamed(stream, what)}, 1 client",
                 ms(floor),
                 "n/a",
             )
@@ -782,11 +782,7 @@ def report(out: dict[str, Any]) -> str:
     for case, title in CASES.items():
         parts = []
         for concurrency in CONCURRENCY:
-            for stream, which, what in (
-                (False, "ttlb", "whole"),
-                (True, "ttfb", "first byte"),
-                (True, "ttlb", "last byte"),
-            ):
+            for stream, which, what in MEASURES:
                 cell = cells.get((SAME_DIRECT.get(case, case), stream, concurrency, "direct"))
                 if cell and getattr(cell, which):
                     parts.append(f"{what} @{concurrency} {statistics.median(getattr(cell, which)) * 1000:.2f} ms")
@@ -800,11 +796,7 @@ def report(out: dict[str, Any]) -> str:
     verdicts, negative = [], False
     for case in CASES:
         for concurrency in CONCURRENCY:
-            for stream, which, what in (
-                (False, "ttlb", "whole"),
-                (True, "ttfb", "first byte"),
-                (True, "ttlb", "last byte"),
-            ):
+            for stream, which, what in MEASURES:
                 mine = added(cells, case, stream, concurrency, "ccproxy", which)
                 theirs = added(cells, case, stream, concurrency, "litellm", which)
                 if mine is None:
