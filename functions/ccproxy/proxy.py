@@ -464,7 +464,9 @@ class Proxy:
         request = _decoded(lambda: client.decode_compact_request(call.body, call.ctx))
         AccessControl.check_model(call.access_key, request.model)
         await self.conversations.resume(request)
-        resolution = routing.resolve(call.config, call.group, request.model)
+        # The rules see the whole conversation, the kept one included: a long
+        # one is where a rule on input tokens matters most.
+        resolution = routing.resolve(call.config, call.group, request.model, request)
         attempt = self._first_attempt(call, resolution)
         call.alias, call.target = resolution.alias, str(attempt.target)
         upstream, model = attempt.codec, attempt.target.model

@@ -31,6 +31,7 @@ from tests.support.server import serving
 
 SUMMARY = "The user is building a CSV parser in parser.py; tests pass; next: quoted fields."
 OPAQUE = "gAAAA-opaque-compaction-from-the-api"
+LONG_INPUT = 2000  # tokens over which the test group routes to a long-context model
 
 
 class Fake:
@@ -136,7 +137,12 @@ def client(servers, fakes):
                 "chat": {"protocol": "openai", "base_url": chat_url + "/v1", "keys": ["sk-chat-test"]},
                 "resp": {"protocol": "responses", "base_url": responses_url + "/v1", "keys": ["sk-resp-test"]},
             },
-            "groups": {"default": {"models": {"via-chat": ["chat/up-chat"], "via-responses": ["resp/up-resp"]}}},
+            "groups": {
+                "default": {
+                    "route": [{"when": {"input_tokens_over": LONG_INPUT}, "targets": ["chat/up-chat-long"]}],
+                    "models": {"via-chat": ["chat/up-chat"], "via-responses": ["resp/up-resp"]},
+                }
+            },
         },
         "test",
     )
@@ -187,6 +193,14 @@ def test_compact_on_a_chat_upstream_answers_the_user_messages_then_one_compactio
     assert asked["model"] == "up-chat" and not asked.get("stream")
     assert asked["messages"][-1] == {"role": "user", "content": SUMMARY_INSTRUCTION}
     assert "3 passed" in json.dumps(asked) and "Writing parser.py." in json.dumps(asked)
+
+
+def test_a_long_conversation_is_compacted_by_the_target_its_route_rule_chooses(client, fakes):
+    chat, _ = fakes
+    long_turn = {"role": "user", "content": "Read this file carefully. " * 400}  # about 2600 tokens
+    client.responses.compact(model="via-chat", input=[long_turn, *CONVERSATION])
+    client.responses.compact(model="via-chat", input=CONVERSATION)
+    assert [body["model"] for body in chat.bodies("/v1/chat/completions")] == ["up-chat-long", "up-chat"]
 
 
 def test_the_compacted_items_sent_back_reach_the_chat_upstream_with_the_summary(client, fakes):
