@@ -26,7 +26,7 @@ from .access import REVOCATION_VIEW_SECONDS
 from .config import Config, LogSettings
 from .errors import ProxyError
 from .exchange import Exchange, Recording
-from .jsonutil import dumpb, loads
+from .jsonutil import TooDeep, dumpb, loads
 from .keys import AccessKey, KeyRing, identify, scrub
 from .live import ConfigSource, LiveConfig
 from .observe import NOBODY, Observer, observing
@@ -366,10 +366,10 @@ async def _json_body(request: Request, cap: int) -> tuple[Any, bytes]:
         raise ProxyError(400, "the request has no body; send a JSON object")
     try:
         return loads(raw), raw
+    except TooDeep as exc:
+        raise ProxyError(400, f"the request body is {exc}") from None
     except ValueError as exc:
         raise ProxyError(400, f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProxyError(400, "the request body is nested too deeply") from None
 
 
 async def _body(request: Request, cap: int) -> bytes:

@@ -33,12 +33,53 @@ def dumps(value: Any) -> str:
     return dumpb(value).decode()
 
 
-def loads(data: str | bytes) -> Any:
-    """Parsed JSON; ValueError if it is not JSON."""
+# pydantic-core parses JSON nested at most this many arrays and objects deep,
+# and writes again what it parsed. The standard library's fallback is held to
+# the same depth, so that whatever is read can be written (a kept
+# conversation, a record) and no recursion downstream meets a deeper one.
+MAX_DEPTH = 200
+_TOO_DEEP = "recursion limit exceeded"  # pydantic-core's error for it
+
+
+class TooDeep(ValueError):
+    """JSON nested more than MAX_DEPTH arrays and objects deep."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested more than {MAX_DEPTH} levels deep")
+
+
+def loads(data: str | bytes, *, strict: bool = True) -> Any:
+    """Parsed JSON; ValueError if it is not JSON, TooDeep (a ValueError) if it
+    is nested deeper than MAX_DEPTH. `strict=False` lets control characters
+    stand inside strings, as models write them."""
+    if strict:
+        try:
+            return from_json(data)
+        except ValueError as exc:
+            if str(exc).startswith(_TOO_DEEP):
+                raise TooDeep() from None
     try:
-        return from_json(data)
-    except ValueError:
-        return json.loads(data)  # the same verdict, except what only it accepts
+        value = json.loads(data, strict=strict)  # the same verdict, except what only it accepts
+    except RecursionError:
+        raise TooDeep() from None
+    if _deeper_than(value, MAX_DEPTH):
+        raise TooDeep()
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` deep in `value`
+    (walked without recursion: only the rare fallback's values come here)."""
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def loads_object(text: str) -> dict[str, Any]:

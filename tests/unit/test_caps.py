@@ -54,3 +54,28 @@ def test_a_request_body_over_its_cap_is_a_413_in_the_protocols_shape(declared):
         response = httpx.post(server.url + "/v1/messages", content=content, headers={"anthropic-version": "2023-06-01"})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large"
+
+
+# Each protocol's generate route and where its error's message is.
+DEEP_ROUTES = [
+    ("/v1/messages", lambda body: body["error"]["message"]),
+    ("/v1/chat/completions", lambda body: body["error"]["message"]),
+    ("/v1/responses", lambda body: body["error"]["message"]),
+    ("/v1beta/models/m:generateContent", lambda body: body["error"]["message"]),
+    ("/api/chat", lambda body: body["error"]),
+]
+
+
+@pytest.mark.parametrize("depth", [201, 500, 5000])
+@pytest.mark.parametrize("path,message_of", DEEP_ROUTES, ids=[path for path, _ in DEEP_ROUTES])
+def test_a_request_body_nested_too_deep_is_a_400_in_the_protocols_shape(path, message_of, depth):
+    # Deep JSON is a 400 where it is read, before anything (a kept
+    # conversation, a record) would try to write it again.
+    config = parse({"providers": {}, "groups": {"default": {"models": {}}}}, "t")
+    app = create_app(Settings(config=config, secrets=NoSecrets(), open_when_no_keys=True))
+    arguments = '{"a":' * depth + "1" + "}" * depth
+    body = '{"model": "m", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": ' + arguments + "}]}"
+    with serving(app) as server:
+        response = httpx.post(server.url + path, content=body, headers={"anthropic-version": "2023-06-01"})
+    assert response.status_code == 400
+    assert message_of(response.json()) == "the request body is JSON nested more than 200 levels deep"

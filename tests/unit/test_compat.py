@@ -21,6 +21,7 @@ from ccproxy.compat import (
     tool_instructions,
     wrap_stream,
 )
+from ccproxy.compat.values import convert_arg
 from ccproxy.unified import (
     Finish,
     Image,
@@ -588,3 +589,10 @@ def test_long_body_in_small_pieces() -> None:
     expected = [("write_file", {"path": "big.txt", "content": content[:-1]}), ("text", "Done.")]
     for size in (1, 7, 50, 4096):
         assert parse([text[i:i + size] for i in range(0, len(text), size)]) == expected
+
+
+@pytest.mark.parametrize("depth", [201, 5000])
+def test_a_model_argument_nested_too_deep_is_kept_as_text(depth: int) -> None:
+    raw = "[" * depth + "]" * depth
+    assert convert_arg({"items": {"type": "array"}}, {}, "items", raw) == raw
+    assert convert_arg({"items": {"type": "array"}}, {}, "items", "[[1]]") == [[1]]

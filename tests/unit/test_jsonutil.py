@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from ccproxy.jsonutil import dumpb, dumps, loads, loads_object
+from ccproxy.jsonutil import MAX_DEPTH, TooDeep, dumpb, dumps, loads, loads_object
 
 
 @pytest.mark.parametrize("text", [
@@ -45,3 +45,27 @@ def test_tool_arguments_are_always_an_object():
     assert loads_object("") == {}
     assert loads_object("[1]") == {"value": [1]}
     assert loads_object("{broken") == {"_raw": "{broken"}
+
+
+def nested(depth: int, opener: str = '{"a":', closer: str = "}", middle: str = "1") -> str:
+    return opener * depth + middle + closer * depth
+
+
+@pytest.mark.parametrize("opener,closer", [('{"a":', "}"), ("[", "]")], ids=["objects", "arrays"])
+def test_loads_takes_json_nested_to_the_limit_and_refuses_one_level_more(opener, closer):
+    assert loads(nested(MAX_DEPTH, opener, closer)) is not None
+    with pytest.raises(TooDeep):
+        loads(nested(MAX_DEPTH + 1, opener, closer))
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 500, 5000])
+def test_the_standard_librarys_fallback_is_held_to_the_same_depth(depth):
+    # A lone surrogate sends the document to the standard library's parser.
+    with pytest.raises(TooDeep):
+        loads(nested(depth, middle='"cut \\ud83d"'))
+    assert loads(nested(MAX_DEPTH, middle='"cut \\ud83d"')) is not None
+
+
+def test_what_loads_takes_at_the_limit_can_be_written_again():
+    value = loads(nested(MAX_DEPTH))
+    assert loads(dumpb(value)) == value

@@ -69,6 +69,18 @@ def test_parallel_results_become_one_gemini_user_content_with_names():
     assert "parameters" in declarations[0] and "parameters" not in declarations[1]
 
 
+@pytest.mark.parametrize("depth", [200, 201, 5000])
+def test_a_gemini_tool_result_of_json_goes_as_its_object_and_too_deep_json_as_text(depth):
+    deep = '{"a":' * depth + "1" + "}" * depth
+    body = {**PARALLEL_HISTORY, "messages": [*PARALLEL_HISTORY["messages"]]}
+    body["messages"][4] = {"role": "tool", "tool_call_id": "call:1.a|b", "content": deep}
+    sent = gemini.encode_request(from_openai(body), "gemini-x")
+    response = next(p["functionResponse"]["response"] for p in sent["contents"][2]["parts"] if "functionResponse" in p)
+    assert (response == {"output": deep}) == (depth > 200)
+    if depth <= 200:
+        assert "a" in response
+
+
 def test_results_become_ollama_tool_messages_with_names():
     sent = ollama.encode_request(from_openai(), "llama")
     tools = [m for m in sent["messages"] if m["role"] == "tool"]

@@ -36,6 +36,14 @@ def test_other_errors_keep_the_upstreams_status(protocol: str) -> None:
     assert error.status == 400 and not retryable(error)
 
 
+@pytest.mark.parametrize("protocol", sorted(CODECS))
+def test_an_error_body_nested_too_deep_is_read_as_text(protocol: str) -> None:
+    body = ('{"error":' * 5000 + "1" + "}" * 5000).encode()
+    error = CODECS[protocol].decode_error(503, body, {})
+    assert error.status == 503 and retryable(error)
+    assert error.message.startswith('{"error":{"error":')
+
+
 def test_a_server_tool_from_another_protocol_carries_the_beta_anthropic_needs() -> None:
     """Gemini's urlContext becomes Anthropic's web_fetch, which is behind a beta."""
     from ccproxy.unified import Message, Request, ServerTool, Text

@@ -8,11 +8,10 @@ Shared by the parser (text -> arguments) and the history renderer
 from __future__ import annotations
 
 import ast
-import json
 import re
 from typing import Any
 
-from ..jsonutil import loads_object
+from ..jsonutil import loads, loads_object
 from ..unified import Tool
 
 TAG = "tool_call"
@@ -139,7 +138,7 @@ def _loads_lenient(text: str) -> Any:
     for candidate in candidates:
         for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
             try:
-                return json.loads(variant, strict=False)
+                return loads(variant, strict=False)
             except ValueError:
                 pass
         if candidate in _PY_LITERALS:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ProxyError
-from ..jsonutil import dumps
+from ..jsonutil import dumps, loads
 from ..unified import Document, Image, Message, ServerToolUse, Text, Thinking, ToolCall, ToolResult
 
 M = TypeVar("M", bound=BaseModel)
@@ -128,10 +128,8 @@ def upstream_error_body(body: bytes, status: int) -> tuple[Any, str]:
     """An upstream error body parsed as JSON (None when it is not JSON), and
     the message to use when the JSON says nothing better: the body's own
     text, or the bare status."""
-    import json
-
     try:
-        return json.loads(body), f"upstream error {status}"
+        return loads(body), f"upstream error {status}"
     except ValueError:
         return None, body[:500].decode("utf-8", "replace") or f"upstream error {status}"
 

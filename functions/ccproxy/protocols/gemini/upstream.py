@@ -5,13 +5,12 @@ upstream's answers, streams and errors decoded into the unified form."""
 from __future__ import annotations
 
 import enum
-import json
 from typing import Any, Mapping
 
 from ...errors import ProxyError, kind_for_status
 from ...framing import SSEDecoder, SSEEvent, parse_json_data
 from ...ids import new_call_id
-from ...jsonutil import dumps
+from ...jsonutil import dumps, loads
 from ...unified import (
     Document,
     EmbedRequest,
@@ -145,7 +144,7 @@ def _response_part(result: ToolResult, names: dict[str, str]) -> dict[str, Any]:
         parsed = None
         if text.startswith("{"):
             try:
-                parsed = json.loads(text)
+                parsed = loads(text)
             except ValueError:
                 parsed = None
         response = parsed if isinstance(parsed, dict) else {"output": text}
