@@ -426,16 +426,6 @@ def _access_line(
 
 
 def _respond(answer: Answer, finish_inside: bool = False) -> Response:
-    if finish_inside and answer.after and answer.raw is not None:
-        # The whole body goes out first with its length, so the client has
-        # its answer at once; the response ends only after the follow-up work.
-        headers = {**answer.headers, "content-length": str(len(answer.raw))}
-        return StreamResponse(
-            _then(_once(answer.raw), answer.after),
-            status_code=answer.status,
-            media_type=answer.media_type,
-            headers=headers,
-        )
     if answer.stream is not None:
         # A stream starts its follow-up work itself once its last byte is
         # out, even if the client hung up; on Lambda the response ends only
@@ -446,16 +436,24 @@ def _respond(answer: Answer, finish_inside: bool = False) -> Response:
             media_type=answer.media_type,
             headers=answer.headers,
         )
-    background = BackgroundTask(_run_all, answer.after) if answer.after else None
-    if answer.raw is not None:
-        return Response(
-            answer.raw,
+    # Written by jsonutil, which escapes a lone surrogate a client sent and
+    # an answer repeats (a compaction's user turns, a kept response), where
+    # Starlette's JSONResponse would fail to encode it.
+    raw = answer.raw if answer.raw is not None else dumpb(answer.json)
+    if finish_inside and answer.after:
+        # The whole body goes out first with its length, so the client has
+        # its answer at once; the response ends only after the follow-up work.
+        headers = {**answer.headers, "content-length": str(len(raw))}
+        return StreamResponse(
+            _then(_once(raw), answer.after),
             status_code=answer.status,
             media_type=answer.media_type,
-            headers=answer.headers,
-            background=background,
+            headers=headers,
         )
-    return JSONResponse(answer.json, status_code=answer.status, headers=answer.headers, background=background)
+    background = BackgroundTask(_run_all, answer.after) if answer.after else None
+    return Response(
+        raw, status_code=answer.status, media_type=answer.media_type, headers=answer.headers, background=background
+    )
 
 
 _pending: set[asyncio.Task] = set()

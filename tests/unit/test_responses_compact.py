@@ -129,7 +129,7 @@ def fakes(servers):
 
 
 @pytest.fixture
-def client(servers, fakes):
+def http(servers, fakes):
     _, _, chat_url, responses_url = servers
     config = parse(
         {
@@ -147,8 +147,13 @@ def client(servers, fakes):
         "test",
     )
     app = create_app(Settings(config=config, secrets=NoSecrets(), open_when_no_keys=True))
-    with TestClient(app) as http:
-        yield openai.OpenAI(api_key="unused", base_url="http://testserver/v1", http_client=http, max_retries=0)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(http):
+    return openai.OpenAI(api_key="unused", base_url="http://testserver/v1", http_client=http, max_retries=0)
 
 
 CONVERSATION: list[Any] = [
@@ -201,6 +206,15 @@ def test_a_long_conversation_is_compacted_by_the_target_its_route_rule_chooses(c
     client.responses.compact(model="via-chat", input=[long_turn, *CONVERSATION])
     client.responses.compact(model="via-chat", input=CONVERSATION)
     assert [body["model"] for body in chat.bodies("/v1/chat/completions")] == ["up-chat-long", "up-chat"]
+
+
+def test_a_lone_surrogate_in_a_user_turn_comes_back_escaped(http, fakes):
+    # A truncated emoji: the compacted answer repeats the user's turns.
+    body = b'{"model": "via-chat", "input": [{"role": "user", "content": "cut \\ud83d here"}]}'
+    answer = http.post("/v1/responses/compact", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 200
+    assert b"cut \\ud83d here" in answer.content
+    assert answer.json()["output"][0]["content"][0]["text"] == "cut \ud83d here"
 
 
 def test_the_compacted_items_sent_back_reach_the_chat_upstream_with_the_summary(client, fakes):
