@@ -24,7 +24,7 @@ from starlette.routing import Route
 from .scenarios import PARTIAL_TURN, Scenario, Turn
 
 ErrorKind = Literal["invalid", "auth", "not_found", "rate_limit", "server", "overloaded", "unavailable"]
-EndpointKind = Literal["generate", "count", "embed"]
+EndpointKind = Literal["generate", "count", "embed", "compact"]
 
 # Chunk sizes the streams are cut into, cycling. Small and coprime-ish so the
 # cuts drift through every position of the records: inside JSON strings,
@@ -190,6 +190,10 @@ class Dialect(ABC):
         """The answer to an embedding request (likewise only for "embed" routes)."""
         raise NotImplementedError(f"{self.name} has no embedding route")
 
+    def compact(self, ctx: Context) -> Any:
+        """The answer to a compaction request (likewise only for "compact" routes)."""
+        raise NotImplementedError(f"{self.name} has no compaction route")
+
     def error_headers(self, kind: ErrorKind, **extra: Any) -> dict[str, str]:
         """Headers for an error answer; rate limits carry retry-after."""
         if kind == "rate_limit":
@@ -323,6 +327,8 @@ class FakeUpstream:
             return self._json(dialect.count_tokens(ctx), scenario)
         if ctx.endpoint.kind == "embed":
             return self._json(dialect.embed(ctx), scenario)
+        if ctx.endpoint.kind == "compact":
+            return self._json(dialect.compact(ctx), scenario)
         if not ctx.stream:
             return self._json(dialect.whole(ctx, scenario.turn), scenario)
 

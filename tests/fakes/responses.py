@@ -48,6 +48,13 @@ COUNT_TOP_LEVEL = {
     "conversation", "input", "instructions", "model", "parallel_tool_calls", "personality", "previous_response_id",
     "reasoning", "text", "tool_choice", "tools", "truncation",
 }  # fmt: skip
+# ResponseCompactParams (POST /responses/compact).
+COMPACT_TOP_LEVEL = {
+    "image", "input", "instructions", "model", "previous_response_id", "prompt_cache_key", "prompt_cache_options",
+    "prompt_cache_retention", "service_tier",
+}  # fmt: skip
+# What the fake's compaction item carries (the API's is opaque, encrypted).
+COMPACTED = "gAAAA-fake-compaction"
 INCLUDABLE = (
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
     "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
@@ -137,6 +144,20 @@ def validate(body: dict[str, Any], *, count: bool = False) -> list[str]:
     _previous(p, body)
     if not count:
         _generation(p, body)
+    return p.items
+
+
+def validate_compact(body: dict[str, Any]) -> list[str]:
+    """Every reason the API would refuse this compaction request."""
+    p = Problems()
+    p.unknown_keys(body, COMPACT_TOP_LEVEL, "", "Unknown parameter")
+    p.string(body, "model", "", required=True, nonempty=True)
+    p.string(body, "instructions", "")
+    p.string(body, "prompt_cache_key", "")
+    p.one_of(body, "service_tier", "", SERVICE_TIERS)
+    p.one_of(body, "prompt_cache_retention", "", ("in_memory", "24h"))
+    _input(p, body, body.get("previous_response_id") is not None)
+    _previous(p, body)
     return p.items
 
 
@@ -800,6 +821,8 @@ class ResponsesDialect(Dialect):
             return None
         if path.endswith("/responses/input_tokens"):
             return Endpoint("responses/input_tokens", "count")
+        if path.endswith("/responses/compact"):
+            return Endpoint("responses/compact", "compact")
         if path.endswith("/responses"):
             return Endpoint("responses", "generate")
         return None
@@ -815,6 +838,8 @@ class ResponsesDialect(Dialect):
         return None
 
     def validate(self, endpoint: Endpoint, body: Any, request: Recorded) -> list[str]:
+        if endpoint.kind == "compact":
+            return validate_compact(body)
         return validate(body, count=endpoint.kind == "count")
 
     def wants_stream(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
@@ -855,3 +880,20 @@ class ResponsesDialect(Dialect):
 
     def count_tokens(self, ctx: Context) -> Any:
         return {"object": "response.input_tokens", "input_tokens": COUNT_TOKENS}
+
+    def compact(self, ctx: Context) -> Any:
+        """The user's messages as sent (a string input is one), then one opaque
+        compaction item."""
+        value = ctx.body.get("input")
+        items = [{"role": "user", "content": value}] if isinstance(value, str) else value or []
+        kept = [
+            {"id": f"msg_kept{i}", "type": "message", "status": "completed", "role": "user",
+             "content": [{"type": "input_text", "text": item["content"]}] if isinstance(item["content"], str) else item["content"]}
+            for i, item in enumerate(items)
+            if isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message"
+        ]  # fmt: skip
+        return {
+            "id": "resp_compacted0123456789", "object": "response.compaction", "created_at": CREATED,
+            "output": [*kept, {"id": "cmp_fake0123456789", "type": "compaction", "encrypted_content": COMPACTED}],
+            "usage": usage(Turn()),
+        }  # fmt: skip

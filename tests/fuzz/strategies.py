@@ -637,6 +637,17 @@ RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "Wea
                   "strict": False}
 
 
+# What Codex sends to /v1/responses/compact, and what the input_tokens route takes.
+COMPACT_FIELDS = ("model", "input", "instructions")
+COUNT_FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text")
+
+
+def _only(base, fields):
+    def make(rng, model):
+        return {key: value for key, value in base(rng, model).items() if key in fields}
+    return make
+
+
 def _responses_simple(rng, model):
     return {"model": model, "input": "What's the weather in Paris?"}
 
@@ -731,6 +742,12 @@ ROUTES: dict[str, RouteSpec] = {spec.name: spec for spec in (
     RouteSpec("ollama-embed", "ollama", "/api/embed", "", (_ollama_embed,), OLLAMA_VOCABULARY),
     RouteSpec("ollama-show", "ollama", "/api/show", "", (_ollama_show,), OLLAMA_VOCABULARY),
     RouteSpec("responses-create", "responses", "/v1/responses", "", (_responses_simple, _responses_tools, _responses_rich),
+              RESPONSES_VOCABULARY),
+    RouteSpec("responses-compact", "responses", "/v1/responses/compact", "",
+              tuple(_only(base, COMPACT_FIELDS) for base in (_responses_simple, _responses_tools, _responses_rich)),
+              RESPONSES_VOCABULARY),
+    RouteSpec("responses-input-tokens", "responses", "/v1/responses/input_tokens", "",
+              tuple(_only(base, COUNT_FIELDS) for base in (_responses_simple, _responses_tools, _responses_rich)),
               RESPONSES_VOCABULARY),
 )}
 

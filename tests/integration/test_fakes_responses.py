@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.fakes import FakeUpstream, scenarios
-from tests.fakes.responses import ENCRYPTED, MESSAGE_ID, REASONING_ID, RESPONSE_ID
+from tests.fakes.responses import COMPACTED, ENCRYPTED, MESSAGE_ID, REASONING_ID, RESPONSE_ID
 from tests.support.server import BackgroundServer
 
 from .drivers import ACCESS_KEY, QUESTION, TOOL_RESULT, TOOLS, ResponsesDriver
@@ -152,6 +152,33 @@ def test_count_input_tokens(fake, url):
     counted = client(url).responses.input_tokens.count(model="gpt-x", input=QUESTION, tools=[WEATHER_TOOL])
     assert counted.input_tokens == scenarios.COUNT_TOKENS
     assert fake.last.path == "/v1/responses/input_tokens" and fake.violations == []
+
+
+def test_compaction_keeps_the_user_messages_then_one_compaction_item(fake, url):
+    conversation = [
+        {"role": "user", "content": QUESTION},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "And tomorrow?"}]},
+    ]
+    compacted = client(url).responses.compact(model="gpt-x", input=conversation, instructions="Be terse.")
+    assert [item.type for item in compacted.output] == ["message", "message", "compaction"]
+    assert compacted.output[-1].encrypted_content == COMPACTED
+    assert compacted.usage.input_tokens == scenarios.PROMPT_TOKENS
+    assert fake.last.path == "/v1/responses/compact" and fake.violations == []
+
+
+@pytest.mark.parametrize("body_,expected", [
+    ({"input": QUESTION}, "model: field required"),
+    ({"model": "gpt-x", "input": QUESTION, "stream": True}, "stream: Unknown parameter"),
+    ({"model": "gpt-x", "input": QUESTION, "tools": []}, "tools: Unknown parameter"),
+    ({"model": "gpt-x", "input": QUESTION, "service_tier": "cheap"}, "service_tier"),
+    ({"model": "gpt-x", "input": 3}, "input: must be a string or an array of input items"),
+], ids=["no-model", "stream", "tools", "service-tier", "input"])
+def test_compaction_refuses_what_the_api_refuses(fake, url, body_, expected):
+    headers = {"authorization": f"Bearer {ACCESS_KEY}"}
+    answer = httpx.post(url + "/v1/responses/compact", json=body_, headers=headers, timeout=10)
+    assert answer.status_code == 400
+    assert any(expected in v for v in fake.violations), fake.violations
 
 
 # ---------------------------------------------------------------- the stream itself
