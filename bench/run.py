@@ -7,6 +7,8 @@ run. Prints a markdown table, each figure the median of repeated runs:
   against calling the fake upstream directly, at 1 and 32 clients, for
   (a) an Anthropic client (POST /v1/messages) on an OpenAI upstream and
   (b) an OpenAI client (POST /v1/chat/completions) on a Gemini upstream;
+- the server's CPU time per request at 1 client (the scheduler's own
+  account of every thread), beside the floor's and the fake upstream's;
 - stream conversion throughput in process, on one core;
 - peak memory (RSS) of the server under 64 concurrent streams;
 - cold start (import the Lambda handler and build the app in a fresh
@@ -380,6 +382,7 @@ class Cell:
     ttfb: list[float] = field(default_factory=list)
     ttlb: list[float] = field(default_factory=list)
     events_per_s: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # the server's CPU time per request (1 client)
     failures: int = 0
     first_failure: str = ""
 
@@ -393,16 +396,40 @@ WHOLE_TARGET_MS = 0.7  # added to a whole answer, one client
 RELAY_CASES = ("a", "b")
 
 
-async def measure(job_: load.Job, concurrency: int, count: int, health: str) -> load.Result:
+async def measure(
+    job_: load.Job, concurrency: int, count: int, health: str, pid: int | None = None
+) -> tuple[load.Result, float | None]:
+    """The run's result, and the CPU time process `pid` spent per request
+    meanwhile, in µs (None without a pid or where the kernel does not say)."""
     async with load.Clients(concurrency) as clients:
         if concurrency == 1:
             await load.run(clients, job_, 5)  # connect and warm up the code path
         else:
             await load.connect(clients, health)  # the 1-client run just warmed the code path
-        return await load.run(clients, job_, count)
+        before = cpu_seconds(pid)
+        result = await load.run(clients, job_, count)
+        after = cpu_seconds(pid)
+    spent = None if before is None or after is None else (after - before) / count * 1e6
+    return result, spent
 
 
-async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, int, str], Cell]:
+def cpu_seconds(pid: int | None) -> float | None:
+    """The CPU time all of a process's threads have run, from the scheduler's
+    own account (/proc/PID/task/*/schedstat, in ns): exact, where utime and
+    stime are sampled at each clock tick."""
+    if pid is None:
+        return None
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
+
+
+async def latency(plan: Plan, targets: dict[str, str], pids: dict[str, int]) -> dict[tuple[str, bool, int, str], Cell]:
     cells: dict[tuple[str, bool, int, str], Cell] = {}
     for round_ in range(plan.rounds):
         log(f"latency round {round_ + 1}/{plan.rounds}")
@@ -417,11 +444,12 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
                         if target == "relay" and (case not in RELAY_CASES or concurrency != 1):
                             continue
                         counts = plan.litellm_counts if target == "litellm" else plan.counts
-                        result = await measure(
+                        result, cpu_us = await measure(
                             job(case, target, url, stream),
                             concurrency,
                             counts[(concurrency, stream)],
                             url + HEALTH[target],
+                            pids.get(target) if concurrency == 1 else None,
                         )
                         cell = cells.setdefault((case, stream, concurrency, target), Cell())
                         cell.failures += result.failures
@@ -430,6 +458,8 @@ async def latency(plan: Plan, targets: dict[str, str]) -> dict[tuple[str, bool, 
                             cell.ttfb.append(result.median_ttfb())
                             cell.ttlb.append(result.median_ttlb())
                             cell.events_per_s.append(len(result.ttlb) * EVENTS / result.wall)
+                        if cpu_us is not None:
+                            cell.cpu_us.append(cpu_us)
     return cells
 
 
@@ -675,6 +705,18 @@ def ratio(mine: float | None, theirs: float | None) -> str:
     return f"{theirs / mine:.1f}×"
 
 
+def us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} µs"
+
+
+def cpu_us(cells: dict, case: str, stream: bool, target: str) -> float | None:
+    """Median over rounds of the server's CPU time per request at 1 client."""
+    cell = cells.get((SAME_DIRECT.get(case, case) if target == "direct" else case, stream, 1, target))
+    if cell is None or not cell.cpu_us or cell.failures:
+        return None
+    return statistics.median(cell.cpu_us)
+
+
 def mib(n: float | None) -> str:
     return "—" if n is None else f"{n:.0f} MiB"
 
@@ -715,6 +757,20 @@ def report(out: dict[str, Any]) -> str:
                 f"{streamed(stream, what)}, 1 client",
                 ms(floor),
                 "n/a",
+            )
+    for case, title in CASES.items():
+        for stream in (False, True):
+            floor, upstream = cpu_us(cells, case, stream, "relay"), cpu_us(cells, case, stream, "direct")
+            beside = [f"floor {us(floor)}"] if floor is not None else []
+            if upstream is not None and not stream:
+                beside.append(f"the fake upstream {us(upstream)}")
+            mine, theirs = cpu_us(cells, case, stream, "ccproxy"), cpu_us(cells, case, stream, "litellm")
+            row(
+                f"({case}) {title}: server CPU time per request, {'streamed' if stream else 'whole'}, 1 client"
+                + (f" ({'; '.join(beside)})" if beside else ""),
+                us(mine),
+                us(theirs),
+                ratio(mine, theirs),
             )
     for case in CASES:
 
@@ -951,7 +1007,8 @@ def main() -> int:
                     log(notes[-1])
 
             other = OtherLoad([os.getpid()] + [server.process.pid for server in servers])
-            cells = asyncio.run(latency(plan, targets))
+            pids = {server.name if server is not fake else "direct": server.process.pid for server in servers}
+            cells = asyncio.run(latency(plan, targets, pids))
             other_cores = other.cores()
             notes.append(
                 f"other processes on the machine used {other_cores:.0%} of a core on average during the "
