@@ -58,6 +58,8 @@ def loads(data: str | bytes, *, strict: bool = True) -> Any:
         except ValueError as exc:
             if str(exc).startswith(_TOO_DEEP):
                 raise TooDeep() from None
+        except TypeError:  # text holding a lone surrogate itself (a decoded escape), which it cannot read
+            pass
     try:
         value = json.loads(data, strict=strict)  # the same verdict, except what only it accepts
     except RecursionError:

@@ -21,6 +21,12 @@ def test_loads_takes_a_lone_surrogate_like_the_standard_library():
     assert loads('{"t":"cut \\ud83d"}') == {"t": "cut \ud83d"}
 
 
+def test_loads_takes_text_that_holds_a_lone_surrogate_itself():
+    # Tool-call fragments decoded from "\\ud83d" escapes, joined again.
+    assert loads('{"t":"cut \ud83d"}') == {"t": "cut \ud83d"}
+    assert loads_object('{"t":"cut \ud83d"}') == {"t": "cut \ud83d"}
+
+
 @pytest.mark.parametrize("text", ["", "{", "[1,2", "nope", '{"a":}', b"\xff"])
 def test_loads_rejects_what_is_not_json_with_value_error(text):
     with pytest.raises(ValueError):
