@@ -29,4 +29,5 @@ def for_openai(call_id: str) -> str:
     """OpenAI rejects ids longer than 40 characters: shorten by hashing."""
     if len(call_id) <= OPENAI_MAX_ID:
         return call_id
-    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
+    # surrogatepass: an id may hold a lone surrogate, decoded from an escape.
+    return "call_" + hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ccproxy.errors import ProxyError
+from ccproxy.ids import for_openai
 from ccproxy.protocols import CODECS
 from ccproxy.protocols.base import ClientContext
 from ccproxy.protocols.gemini.schema import to_gemini
@@ -87,6 +88,12 @@ def test_results_become_ollama_tool_messages_with_names():
     assert [(m["tool_name"], m["content"]) for m in tools] == [("get_weather", "22C"), ("get_time", "noon")]
     assistant = next(m for m in sent["messages"] if m["role"] == "assistant")
     assert assistant["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_a_long_id_holding_a_lone_surrogate_is_shortened_too():
+    shortened = for_openai("call_" + "\ud800" * 50)
+    assert shortened.startswith("call_") and len(shortened) <= 40
+    assert shortened == for_openai("call_" + "\ud800" * 50) != for_openai("call_" + "\udc00" * 50)
 
 
 def test_long_ids_are_shortened_the_same_way_for_openai():
