@@ -14,7 +14,20 @@ from .errors import ProxyError
 from .framing import MAX_RECORD_BYTES
 from .jsonutil import dumpb, loads
 from .protocols.base import ClientCodec, StreamDecoder, StreamEncoder, UpstreamCodec
-from .unified import Request, StreamError, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
+from .unified import (
+    Finish,
+    RedactedThinking,
+    Request,
+    Start,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingSignature,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 
 Observer = Callable[[StreamEvent], None]
 
@@ -55,10 +68,43 @@ class CheckedDecoder(StreamDecoder):
         self.decoder = decoder
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
-        return upstream_decoded(lambda: self.decoder.feed(chunk))
+        return _typed(upstream_decoded(lambda: self.decoder.feed(chunk)))
 
     def close(self) -> list[StreamEvent]:
-        return upstream_decoded(self.decoder.close)
+        return _typed(upstream_decoded(self.decoder.close))
+
+
+_OPTIONAL_TEXT = (str, type(None))
+# What each event's fields hold. A decoder copies values out of the upstream's
+# JSON as they come (stream events are plain dataclasses, for speed): a number
+# where text belongs would only fail later, inside an encoder, once the
+# stream is half sent.
+_FIELD_TYPES: dict[type, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
+    Start: (("id", _OPTIONAL_TEXT), ("model", _OPTIONAL_TEXT)),
+    TextDelta: (("text", str),),
+    ThinkingDelta: (("text", str),),
+    ThinkingSignature: (("signature", str),),
+    RedactedThinking: (("data", str),),
+    ToolCallStart: (("index", int), ("id", str), ("name", str), ("signature", _OPTIONAL_TEXT)),
+    ToolCallDelta: (("index", int), ("arguments", str)),
+    ToolCallEnd: (("index", int),),
+    Finish: (("stop_reason", str), ("stop_sequence", _OPTIONAL_TEXT)),
+}
+
+
+def _typed(events: list[StreamEvent]) -> list[StreamEvent]:
+    """The events, once each field is of its type; else the upstream's stream
+    is unreadable (a 502, said by the client's error event)."""
+    for event in events:
+        for name, kind in _FIELD_TYPES.get(type(event), ()):
+            value = getattr(event, name)
+            if not isinstance(value, kind):
+                raise ProxyError(
+                    502,
+                    f"the upstream's stream could not be read ({type(event).__name__}.{name} "
+                    f"is {type(value).__name__})",
+                )
+    return events
 
 
 class EventFilter(Protocol):
@@ -168,7 +214,10 @@ class Relay:
     for byte as it came.
 
     States: the buffer holds the start of a record not yet whole; a record
-    (an SSE event up to its blank line, or an NDJSON line) leaves it whole."""
+    (an SSE event up to its blank line, or an NDJSON line) leaves it whole.
+    Once the protocol's closing record (UpstreamCodec.stream_end) has gone
+    by, the stream is ended; a stream that finished its answer without it
+    is given it at the close."""
 
     def __init__(
         self, codec: UpstreamCodec, model: str, secrets: Sequence[str] = (), max_record: int = MAX_RECORD_BYTES
@@ -181,6 +230,8 @@ class Relay:
         self.secrets = [s.encode() for s in secrets if s]
         self.max_record = max_record
         self.buffer = b""
+        self.end, self.end_mark = codec.stream_end, codec.stream_end_mark
+        self.ended = self.end is None
 
     def feed(self, chunk: bytes) -> bytes:
         buffer = self.buffer + chunk
@@ -194,6 +245,8 @@ class Relay:
         if not records:
             return b""
         separator = self.separator
+        if not self.ended:
+            self.ended = any(record.rstrip().endswith(self.end_mark) for record in records)
         out = b"".join((self._renamed(r) if self.key in r else r) + separator for r in records)
         for secret in self.secrets:
             if secret in out:
@@ -201,10 +254,16 @@ class Relay:
         return out
 
     def close(self) -> bytes:
-        """What is left at the end: a record the upstream cut off, which is
-        not passed on (the decoder beside reports the early end)."""
-        rest, self.buffer = self.buffer, b""
-        return rest if not rest.strip() else b""
+        """What is left at the end of a stream that finished its answer: the
+        closing record if the upstream left it out (or sent it without its
+        blank line). A record cut off is not passed on: the decoder beside
+        reports a stream that ends before its answer does."""
+        rest, self.buffer = self.buffer.rstrip(), b""
+        closing = bool(rest) and bool(self.end_mark) and rest.endswith(self.end_mark)
+        if self.ended or (rest and not closing):
+            return b""
+        self.ended = True
+        return (rest if closing else self.end or b"") + self.separator
 
     def _renamed(self, record: bytes) -> bytes:
         if not self.sse:

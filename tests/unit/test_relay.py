@@ -73,3 +73,25 @@ def test_system_turns_fold_into_the_system_prompt_in_order():
     assert folded.system == "Top.\n\nOne.\n\nTwo."
     assert [(m.role, [p.text for p in m.content]) for m in folded.messages] == [("user", ["a", "b"]), ("assistant", ["c"])]
     assert fold_system_turns(folded) is folded
+
+
+@pytest.mark.parametrize("ending", [b"", b"data: [DONE]", b"data: [DONE]\n\n"], ids=["left-out", "no-blank-line", "sent"])
+def test_an_openai_stream_that_finished_its_answer_ends_with_done(ending):
+    relay = Relay(CODECS["openai"], "my-alias")
+    out = relay.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n' + ending)
+    out += relay.close()
+    assert out.endswith(b"\n\ndata: [DONE]\n\n") and out.count(b"[DONE]") == 1
+
+
+def test_a_protocol_without_a_closing_record_gets_none():
+    relay = Relay(CODECS["gemini"], "my-alias")
+    record = b'data: {"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}]}\n\n'
+    assert relay.feed(record) + relay.close() == record
+
+
+@pytest.mark.parametrize("ending", [b"", b'event: message_stop\ndata: {"type": "message_stop"}\n\n'], ids=["left-out", "sent"])
+def test_a_claude_stream_that_finished_its_answer_ends_with_message_stop(ending):
+    relay = Relay(CODECS["claude"], "my-alias")
+    finished = b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}\n\n'
+    out = relay.feed(finished + ending) + relay.close()
+    assert out.startswith(finished) and out.endswith(b'"message_stop"}\n\n') and out.count(b"message_stop") == 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from ccproxy.errors import ProxyError
-from ccproxy.pipeline import _convert
+from ccproxy.pipeline import CheckedDecoder, _convert
 from ccproxy.protocols import CODECS
 from ccproxy.unified import (
     Accumulator,
@@ -309,3 +309,30 @@ def test_an_error_event_ends_the_client_stream_in_its_protocol(protocol):
     assert errored
     assert b"upstream fell over" in out
     assert b"[DONE]" not in out and b"message_stop" not in out and b'"done":true' not in out
+
+
+# A number where a stream's text belongs, after a good start where the protocol needs one.
+WRONG_TYPE_RECORDS = {
+    "openai": b'data: {"id":"c","choices":[{"index":0,"delta":{"content":5}}]}\n\n',
+    "claude": b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x","usage":{}}}\n\n'
+              b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+              b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":5}}\n\n',
+    "gemini": b'data: {"candidates":[{"content":{"role":"model","parts":[{"text":5}]},"index":0}]}\r\n\r\n',
+    "ollama": b'{"model":"m","message":{"role":"assistant","content":5},"done":false}\n',
+}
+
+
+@pytest.mark.parametrize("protocol", WRONG_TYPE_RECORDS)
+def test_a_stream_value_of_the_wrong_type_is_the_upstreams_fault(protocol):
+    decoder = CheckedDecoder(CODECS[protocol].stream_decoder())
+    with pytest.raises(ProxyError) as caught:
+        decoder.feed(WRONG_TYPE_RECORDS[protocol])
+    assert caught.value.status == 502 and "TextDelta.text is int" in caught.value.message
+
+
+@pytest.mark.parametrize("done", ["[[]]", '"yes"', "1"])
+def test_an_ollama_line_whose_done_is_not_a_boolean_is_the_upstreams_fault(done):
+    decoder = CheckedDecoder(CODECS["ollama"].stream_decoder())
+    with pytest.raises(ProxyError) as caught:
+        decoder.feed(b'{"model":"m","message":{"role":"assistant","content":"hi"},"done":' + done.encode() + b"}\n")
+    assert caught.value.status == 502 and "done" in caught.value.message

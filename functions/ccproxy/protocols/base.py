@@ -272,6 +272,13 @@ class UpstreamCodec(ABC):
     # The key that names the model in answers and stream records; a stream
     # record without it is passed on as it came.
     model_key: ClassVar[str] = "model"
+    # The stream's closing record, where the protocol has one apart from the
+    # record that finishes the answer (OpenAI's `data: [DONE]`), and how the
+    # upstream's own is known (the end of the record). A stream the upstream
+    # ends after finishing its answer but before this record gets it in
+    # pass-through, as a converted stream would end properly.
+    stream_end: ClassVar[bytes | None] = None
+    stream_end_mark: ClassVar[bytes] = b""
 
     # ------------------------------------------------------------ generate
 

@@ -481,6 +481,8 @@ class _EventDecoder(RecordDecoder):
 class ClaudeUpstream(UpstreamCodec):
     protocol = "claude"
     forwarded_headers = ("anthropic-beta",)
+    stream_end = b'event: message_stop\ndata: {"type":"message_stop"}'
+    stream_end_mark = b'"message_stop"}'
     takes_betas = True
     server_tools = frozenset(SERVER_TOOL_TYPES)
     document_types = frozenset({"application/pdf", "text/plain"})

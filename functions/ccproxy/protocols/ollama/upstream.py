@@ -161,6 +161,10 @@ class _LineDecoder(RecordDecoder):
             events.append(StreamError(ProxyError(500, str(body["error"]))))
             self.state = _DecoderState.DONE
             return
+        done = body.get("done")
+        if done is not None and type(done) is not bool:
+            # Passed on as it came, a line whose `done` is not true or false ends no client's stream.
+            raise ProxyError(502, f"the upstream's stream line has done = {type(done).__name__}, not true or false")
         if self.state is _DecoderState.WAITING:
             events.append(Start(model=body.get("model")))
             self.state = _DecoderState.STREAMING
@@ -173,7 +177,7 @@ class _LineDecoder(RecordDecoder):
             events.append(TextDelta(text))
         for call in message.get("tool_calls") or []:
             self._call(call, events)
-        if body.get("done"):
+        if done:
             events.append(UsageUpdate(_usage_from(body)))
             events.append(Finish(_stop_from_wire(body.get("done_reason"), self.calls > 0)))
             self.state = _DecoderState.DONE

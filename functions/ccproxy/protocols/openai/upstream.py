@@ -255,6 +255,8 @@ def _in_stream_error(error: Any) -> ProxyError:
 class OpenAIUpstream(UpstreamCodec):
     protocol = "openai"
     forwarded_headers = ("openai-beta",)
+    stream_end = b"data: [DONE]"
+    stream_end_mark = b"[DONE]"
     document_types = frozenset({"application/pdf"})
 
     def upstream_path(self, model: str, stream: bool) -> str:
