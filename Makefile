@@ -41,9 +41,11 @@ lint: $(STAMP)
 test: $(STAMP) lint-template lint
 	$(BIN)/python -m pytest
 
-# The client-input fuzz test at length (make test runs 150 cases a route).
+# The fuzz tests at length: client input (make test runs 150 cases a route)
+# and broken upstream answers (make test runs 3 per client, upstream and mode).
 fuzz: $(STAMP)
-	CCPROXY_FUZZ_CASES=$${CCPROXY_FUZZ_CASES:-3000} $(BIN)/python -m pytest tests/fuzz
+	CCPROXY_FUZZ_CASES=$${CCPROXY_FUZZ_CASES:-3000} CCPROXY_FUZZ_ANSWERS=$${CCPROXY_FUZZ_ANSWERS:-60} \
+		$(BIN)/python -m pytest tests/fuzz
 
 # Figures for the README: ccproxy beside LiteLLM's proxy (installed by the
 # script into bench/.venv-litellm). BENCH_ARGS=--quick for a short run.

@@ -793,7 +793,7 @@ def case(route: str, seed: int, index: int) -> Case:
     body = rng.choice(spec.bases)(rng, model)
     mutations: list[str] = []
     for _ in range(rng.choice((1, 1, 2, 2, 3))):
-        body = _mutate(rng, body, spec, mutations)
+        body = mutate(rng, body, spec.vocabulary, mutations)
     ascii_only = rng.random() < 0.85
     if not ascii_only:
         mutations.append("non-ASCII written raw (a lone surrogate becomes invalid UTF-8)")
@@ -816,7 +816,10 @@ def _pick(rng: random.Random, body: Any, containers: bool = False, root: bool = 
     return rng.choice(found) if found else None
 
 
-def _mutate(rng: random.Random, body: Any, spec: RouteSpec, log: list[str]) -> Any:
+def mutate(rng: random.Random, body: Any, vocabulary: dict[str, tuple[Any, ...]], log: list[str]) -> Any:
+    """`body` broken one way (a field deleted, retyped, emptied, grafted,
+    nested deep, made huge or long, injected from `vocabulary`, or given
+    twice), said in `log`."""
     kind = rng.choices(
         ["delete", "retype", "container", "inject", "empty", "graft", "deep", "huge", "long", "duplicate"],
         weights=[14, 20, 16, 18, 5, 6, 6, 5, 5, 5],
@@ -842,8 +845,8 @@ def _mutate(rng: random.Random, body: Any, spec: RouteSpec, log: list[str]) -> A
         if not targets:
             return body
         path, target = rng.choice(targets)
-        name = rng.choice(list(spec.vocabulary))
-        value = copy.deepcopy(rng.choice(spec.vocabulary[name])) if rng.random() < 0.55 else weird_value(rng)
+        name = rng.choice(list(vocabulary))
+        value = copy.deepcopy(rng.choice(vocabulary[name])) if rng.random() < 0.55 else weird_value(rng)
         target[name] = value
         log.append(f"{where(path + (name,))} = {show(value)}")
         return body
