@@ -22,10 +22,8 @@ through the proxy, same protocol and converted. Each answer must be:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
-import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -46,7 +44,7 @@ from tests.fakes import FakeUpstream
 from tests.support.server import BackgroundServer
 
 from .strategies import encode, mutate
-from .test_client_input import SHAPES, server_errors, stream_problem
+from .test_client_input import SHAPES, ServerLog, server_errors, stream_problem
 
 PROTOCOLS = ("openai", "claude", "gemini", "ollama", "responses")
 SCENARIOS = ("text", "tool_call", "thinking_tool_call", "parallel_tools")
@@ -208,26 +206,6 @@ class FuzzUpstream:
         return StreamingResponse(chunks(), media_type=media_type)
 
 
-class FailureLog(logging.Handler):
-    """Exceptions the proxy logged (an unexpected failure), or uvicorn did
-    (an exception inside a stream)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self._records: list[logging.LogRecord] = []
-        self._lock = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            with self._lock:
-                self._records.append(record)
-
-    def drain(self) -> list[str]:
-        with self._lock:
-            records, self._records = self._records, []
-        return [f"{e['log']}: {e['exception']} at {e['where']}" for e in server_errors(records)]
-
-
 @pytest.fixture(scope="module")
 def stack():
     fake = FuzzUpstream()
@@ -238,14 +216,11 @@ def stack():
     models = {f"fz-{p}": [f"fz-{p}/m"] for p in PROTOCOLS}
     config = parse({"providers": providers, "groups": {"default": {"models": models}}, "retries": 0, "deadline": 10}, "fz")
     proxy = BackgroundServer(create_app(Settings(config=config, secrets=NoSecrets(), open_when_no_keys=True))).start()
-    failures = FailureLog()
-    for name in ("ccproxy", "uvicorn.error"):
-        logging.getLogger(name).addHandler(failures)
+    server_log = ServerLog()
     try:
-        yield fake, proxy.url, failures
+        yield fake, proxy.url, server_log
     finally:
-        for name in ("ccproxy", "uvicorn.error"):
-            logging.getLogger(name).removeHandler(failures)
+        server_log.detach()
         proxy.stop()
         upstream.stop()
 
@@ -313,7 +288,8 @@ class Failure:
 
 @pytest.mark.parametrize("upstream", PROTOCOLS)
 def test_broken_upstream_answers_never_get_a_500(upstream, stack, good_answers):
-    fake, url, failures = stack
+    fake, url, server_log = stack
+    server_log.attach()
     found: list[Failure] = []
     for client in PROTOCOLS:
         for stream in (False, True):
@@ -325,9 +301,10 @@ def test_broken_upstream_answers_never_get_a_500(upstream, stack, good_answers):
                 fake.media_type = STREAM_TYPES.get(upstream, "text/event-stream") if stream else "application/json"
                 response = ask(url, client, f"fz-{upstream}", stream)
                 what = problem(client, stream, response)
-                logged = failures.drain()
+                logged = server_errors(server_log.drain())
                 if logged:
-                    what = f"{what + '; ' if what else ''}logged: {logged[0]}"
+                    first = logged[0]
+                    what = f"{what + '; ' if what else ''}logged: {first['log']}: {first['exception']} at {first['where']}"
                 if what:
                     found.append(Failure(client, upstream, stream, index, log, what))
     assert not found, f"{len(found)} broken answers mishandled:\n" + "\n".join(str(f) for f in found[:12])
