@@ -1,7 +1,7 @@
 """Stream conversion throughput, in process, on one core.
 
 ccproxy.pipeline.convert_stream as the proxy runs it (upstream decoder,
-client encoder, the usage accumulator as observer) over a large pre-built
+checked at its boundary, client encoder, the usage accumulator as observer) over a large pre-built
 upstream stream handed in one event per chunk, as a model's tokens arrive.
 Prints one JSON object: events per second for each pair (median of runs).
 
@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import AsyncIterator
 
-from ccproxy.pipeline import convert_stream
+from ccproxy.pipeline import CheckedDecoder, convert_stream
 from ccproxy.protocols import CODECS
 from ccproxy.protocols.base import ClientContext
 from ccproxy.unified import Accumulator
@@ -91,7 +91,10 @@ async def _once(upstream: str, client: str, body: dict, chunks: list[bytes]) -> 
     out = 0
     start = time.perf_counter()
     async for piece in convert_stream(
-        _chunks(chunks), CODECS[upstream].stream_decoder(), client_codec.stream_encoder(request), accumulator.add
+        _chunks(chunks),
+        CheckedDecoder(CODECS[upstream].stream_decoder()),
+        client_codec.stream_encoder(request),
+        accumulator.add,
     ):
         out += len(piece)
     return time.perf_counter() - start, out
