@@ -259,11 +259,10 @@ class Relay:
         blank line). A record cut off is not passed on: the decoder beside
         reports a stream that ends before its answer does."""
         rest, self.buffer = self.buffer.rstrip(), b""
-        closing = bool(rest) and bool(self.end_mark) and rest.endswith(self.end_mark)
-        if self.ended or (rest and not closing):
+        if self.ended or self.end is None or (rest and not rest.endswith(self.end_mark)):
             return b""
         self.ended = True
-        return (rest if closing else self.end or b"") + self.separator
+        return (rest or self.end) + self.separator
 
     def _renamed(self, record: bytes) -> bytes:
         if not self.sse:
